@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install kubelite on this machine and start a single-node cluster on the embedded SQLite datastore.
+#   ./install.sh              install, then start `kubelite server` in the background
+#   ./install.sh --no-start   install only (what CI does before running the tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+start=1
+[ "${1:-}" = "--no-start" ] && start=0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install.sh must run as root (it installs packages and runs containers later): sudo ./install.sh" >&2
+  exit 1
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), "kubelite needs Python 3.11 or newer"'
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "installing python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+ln -sf "$PWD/.venv/bin/kubelite" /usr/local/bin/kubelite
+echo "installed: $(kubelite --version)"
+
+if [ "$start" = 1 ]; then
+  mkdir -p /var/log
+  nohup kubelite server --disable-agent >/var/log/kubelite.log 2>&1 &
+  echo "starting kubelite server (pid $!, log /var/log/kubelite.log)"
+  for _ in $(seq 1 60); do
+    if [ -f /etc/kubelite/kubelite.yaml ] && \
+       kubectl --kubeconfig /etc/kubelite/kubelite.yaml get --raw /readyz >/dev/null 2>&1; then
+      echo "cluster ready: export KUBECONFIG=/etc/kubelite/kubelite.yaml; kubectl get ns"
+      exit 0
+    fi
+    sleep 1
+  done
+  echo "kubelite did not become ready in 60 s; see /var/log/kubelite.log" >&2
+  exit 1
+fi

@@ -1,0 +1,93 @@
+"""Media types in and out: JSON or YAML bodies, and the Table / PartialObjectMetadata views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import web
+
+from kubelite.apiserver import errors
+
+MAX_BODY = 3 * 1024 * 1024
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+    _Dumper: Any = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+    _Dumper = yaml.SafeDumper
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What the client asked to receive."""
+
+    view: str = ""  # "", "Table", "PartialObjectMetadata", "PartialObjectMetadataList"
+    yaml: bool = False
+
+
+def output(request: web.Request) -> Output:
+    """Pick the first acceptable media type of the Accept header, as the apiserver does."""
+    accept = request.headers.get("Accept", "")
+    if not accept:
+        return Output()
+    for clause in accept.split(","):
+        media, _, params = clause.strip().partition(";")
+        media = media.strip()
+        options = dict(p.strip().partition("=")[::2] for p in params.split(";") if p.strip())
+        as_ = options.get("as", "")
+        if media in ("application/json", "*/*", "application/*", "application/yaml"):
+            if as_ in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList"):
+                if options.get("g", "meta.k8s.io") == "meta.k8s.io":
+                    return Output(view=as_, yaml=media == "application/yaml")
+                continue
+            if not as_:
+                return Output(yaml=media == "application/yaml")
+    raise errors.not_acceptable(accept)
+
+
+async def read_body(request: web.Request) -> Any:
+    """Decode a JSON or YAML body; bodies over 3 MiB are refused with 413."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise errors.too_large()
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise errors.too_large()
+    return decode_body(raw, request.content_type)
+
+
+def decode_body(raw: bytes, content_type: str) -> Any:
+    """JSON or YAML; other encodings (protobuf, CBOR) get 415 so that client-go falls back to JSON."""
+    if content_type not in ("", "application/json", "application/yaml", "text/yaml", "*/*") and \
+            not content_type.endswith(("+json", "+yaml")):
+        raise errors.StatusError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '
+                                 f'accepted media types include: application/json, application/yaml '
+                                 f'(got "{content_type}")')
+    if not raw.strip():
+        raise errors.bad_request("the request body is empty")
+    if "yaml" in content_type:
+        try:
+            return yaml.load(raw, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise errors.bad_request(f"error converting YAML to JSON: {exc}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if content_type in ("", "application/json") and raw.lstrip()[:1] not in (b"{", b"["):
+            try:
+                return yaml.load(raw, Loader=_Loader)
+            except yaml.YAMLError:
+                pass
+        raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+
+
+def respond(obj: Any, out: Output, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    if out.yaml:
+        body = yaml.dump(obj, Dumper=_Dumper, default_flow_style=False, sort_keys=False).encode()
+        return web.Response(body=body, status=status, content_type="application/yaml", headers=headers)
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json",
+                        headers=headers)

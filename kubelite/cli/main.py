@@ -1,0 +1,110 @@
+"""The `kubelite` command: server (control plane supervisor) and apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from kubelite import KUBERNETES_VERSION, __version__
+
+DEFAULT_DATA_DIR = "/var/lib/kubelite"
+DEFAULT_KUBECONFIG = "/etc/kubelite/kubelite.yaml"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(coro: object) -> None:
+    """Run a coroutine on uvloop until it ends or SIGTERM/SIGINT cancels it."""
+    import uvloop
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    uvloop.run(main())
+
+
+def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """Flags shared by `server` and `apiserver` (k3s's names)."""
+    for option in reversed([
+        click.option("--data-dir", "-d", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(),
+                     help="Folder for state: datastore, certificates, tokens."),
+        click.option("--bind-address", default="0.0.0.0", show_default=True, help="Address to listen on."),
+        click.option("--https-port", default=6443, show_default=True, type=int, help="HTTPS port of the API."),
+        click.option("--advertise-address", default="127.0.0.1", show_default=True,
+                     help="Address the `kubernetes` Service points at."),
+        click.option("--datastore-endpoint", default="", help="sqlite:///PATH (default: SQLite in the data dir)."),
+        click.option("--tls-san", multiple=True, help="Extra host name or IP for the serving certificate."),
+        click.option("--service-cidr", default="10.43.0.0/16", show_default=True, help="Service ClusterIP range."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _config(data_dir: str, bind_address: str, https_port: int, advertise_address: str, datastore_endpoint: str,
+            tls_san: tuple[str, ...], service_cidr: str):  # noqa: ANN202 - imported lazily for a fast CLI
+    from kubelite.apiserver.app import ApiServerConfig
+    return ApiServerConfig(data_dir=Path(data_dir), bind_address=bind_address, https_port=https_port,
+                           datastore_endpoint=datastore_endpoint, service_cidr=service_cidr, tls_san=list(tls_san),
+                           advertise_address=advertise_address)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(f"{__version__} (Kubernetes {KUBERNETES_VERSION})", prog_name="kubelite")
+def main() -> None:
+    """kubelite: Kubernetes, written in Python."""
+
+
+@main.command()
+@storage_options
+def apiserver(verbose: bool, **kwargs: object) -> None:
+    """Run the API server alone."""
+    _setup_logging(verbose)
+    from kubelite.apiserver.app import run_apiserver
+    _run(run_apiserver(_config(**kwargs)))  # type: ignore[arg-type]
+
+
+@main.command()
+@storage_options
+@click.option("--write-kubeconfig", "-o", default=DEFAULT_KUBECONFIG, show_default=True, type=click.Path(),
+              help="Where to write the admin kubeconfig (mode 0600).")
+@click.option("--disable-agent", is_flag=True, help="Run only the control plane, no local node agent.")
+def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, **kwargs: object) -> None:
+    """Start the control plane (each component its own process) and write the admin kubeconfig."""
+    _setup_logging(verbose)
+    from kubelite.apiserver import pki
+    from kubelite.cli.supervisor import Component, supervise
+    config = _config(**kwargs)  # type: ignore[arg-type]
+    hosts = [h for h in {config.bind_address, config.advertise_address, *config.tls_san} if h and h != "0.0.0.0"]
+    certs = pki.ensure_pki(config.server_dir / "tls", hosts)
+    host = config.advertise_address if config.bind_address in ("0.0.0.0", "::") else config.bind_address
+    pki.write_kubeconfig(Path(write_kubeconfig), f"https://{host}:{config.https_port}", certs)
+    log = logging.getLogger("kubelite")
+    log.info("wrote kubeconfig %s", write_kubeconfig)
+    if not disable_agent:
+        log.warning("this kubelite has no node agent yet: running the control plane only")
+    args = ["apiserver", "--data-dir", str(config.data_dir), "--bind-address", config.bind_address,
+            "--https-port", str(config.https_port), "--advertise-address", config.advertise_address,
+            "--service-cidr", config.service_cidr]
+    if config.datastore_endpoint:
+        args += ["--datastore-endpoint", config.datastore_endpoint]
+    for san in config.tls_san:
+        args += ["--tls-san", san]
+    if verbose:
+        args.append("--verbose")
+    asyncio.run(supervise([Component("apiserver", args)]))
+
