@@ -56,7 +56,12 @@ async def read_body(request: web.Request) -> Any:
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise errors.too_large()
-    return decode_body(raw, request.content_type)
+    return decode_body(raw, body_type(request))
+
+
+def body_type(request: web.Request) -> str:
+    """The request body's media type; a missing Content-Type means JSON, as kube-apiserver assumes."""
+    return request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
 
 
 def decode_body(raw: bytes, content_type: str) -> Any:
@@ -76,11 +81,6 @@ def decode_body(raw: bytes, content_type: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if content_type in ("", "application/json") and raw.lstrip()[:1] not in (b"{", b"["):
-            try:
-                return yaml.load(raw, Loader=_Loader)
-            except yaml.YAMLError:
-                pass
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
 
 
