@@ -37,8 +37,8 @@ class ResourceType:
     scale: ScalePaths | None = None
     schema: str = ""
     """Definition name in the upstream schemas, e.g. io.k8s.api.core.v1.Pod; empty for CRs."""
-    storage_group: str = ""
-    """Group whose storage this resource shares (events.k8s.io events live with core events)."""
+    storage_group: str | None = None
+    """Group whose storage this resource shares (events.k8s.io events live with core events "")."""
 
     def __post_init__(self) -> None:
         if not self.singular:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from kubelite.api import kinds, names
+from kubelite.api.conversion import to_version
 from kubelite.api.resource import ResourceType
 from kubelite.api.schema import Schemas
 from kubelite.api.selectors import FieldSelector, LabelSelector
@@ -117,7 +118,7 @@ class ObjectStore:
 
     @staticmethod
     def prefix(rt: ResourceType, namespace: str | None) -> str:
-        group = rt.storage_group or rt.group or "core"
+        group = (rt.group if rt.storage_group is None else rt.storage_group) or "core"
         base = f"/registry/{group}/{rt.plural}/"
         return f"{base}{namespace}/" if rt.namespaced and namespace else base
 
@@ -126,11 +127,17 @@ class ObjectStore:
 
     # reads ----------------------------------------------------------------
 
+    @staticmethod
+    def decode(rt: ResourceType, kv: KeyValue) -> Obj:
+        """A stored object as this resource's version shows it (versions sharing storage convert)."""
+        obj = decode(kv)
+        return obj if obj.get("apiVersion") == rt.group_version else to_version(obj, rt.group_version)
+
     async def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
         kv = await self.backend.get(self.key(rt, namespace, name))
         if kv is None:
             raise errors.not_found(rt.plural, rt.group, name)
-        return decode(kv)
+        return self.decode(rt, kv)
 
     async def list(self, rt: ResourceType, namespace: str | None, opts: ListOptions) -> Obj:
         prefix = self.prefix(rt, namespace)
@@ -160,7 +167,7 @@ class ObjectStore:
                 raise errors.timeout(f"Too large resource version: {revision}") from exc
             revision = at
             for index, kv in enumerate(kvs):
-                obj = decode(kv)
+                obj = self.decode(rt, kv)
                 last_key = kv.key
                 if self.matches(rt, obj, opts):
                     items.append(obj)
@@ -326,7 +333,7 @@ class ObjectStore:
             kv = await self.backend.get(key)
             if kv is None:
                 raise errors.not_found(rt.plural, rt.group, name)
-            old = decode(kv)
+            old = self.decode(rt, kv)
             if expected and expected != kv.mod_revision:
                 raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
             new = change(copy.deepcopy(old))
@@ -400,7 +407,7 @@ class ObjectStore:
             kv = await self.backend.get(key)
             if kv is None:
                 raise errors.not_found(rt.plural, rt.group, name)
-            obj = decode(kv)
+            obj = self.decode(rt, kv)
             meta = obj["metadata"]
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != meta.get("uid"):

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from kubelite.api.conversion import to_version
 from kubelite.api.resource import ResourceType
 from kubelite.api.strategy import Obj
 from kubelite.apiserver import errors, negotiation, views
@@ -82,9 +83,12 @@ class WatchStream:
                     return None
             elif not now:
                 return None
+        obj = _decoded(event.kv)
+        if obj.get("apiVersion") != self.rt.group_version:
+            return self.line(type_, to_version(obj, self.rt.group_version))
         if not self.out.view:
             return _line(type_, event.kv)
-        return self.line(type_, _decoded(event.kv))
+        return self.line(type_, obj)
 
     def bookmark(self, annotations: dict[str, str] | None = None) -> bytes:
         meta: dict[str, Any] = {"resourceVersion": str(self.last_revision)}

@@ -193,3 +193,23 @@ async def test_namespace_terminating_refuses_new_objects(api: tuple[ApiServer, T
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}}
     response = await client.post("/api/v1/namespaces/doomed/configmaps", data=orjson.dumps(cm))
     assert response.status == 403 and (await response.json())["reason"] == "Forbidden"
+
+
+async def test_versions_sharing_storage_convert(api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    hpa = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}}
+    response = await client.post("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+                                 data=orjson.dumps(hpa))
+    assert response.status == 201, await response.text()
+    v2 = await (await client.get("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/h")).json()
+    assert v2["apiVersion"] == "autoscaling/v2"
+    assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "reason": "Tested",
+             "message": "hello", "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+             "type": "Normal"}
+    response = await client.post("/api/v1/namespaces/default/events", data=orjson.dumps(event))
+    assert response.status == 201, await response.text()
+    converted = await (await client.get("/apis/events.k8s.io/v1/namespaces/default/events/e1")).json()
+    assert converted["note"] == "hello" and converted["regarding"]["name"] == "p"
