@@ -20,6 +20,7 @@ from kubelite.apiserver.authn import ANONYMOUS, USER_KEY, Authenticator, UserInf
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.crds import CrdServer
 from kubelite.apiserver.discovery import Discovery, version_info
+from kubelite.apiserver.metered import MeteredBackend
 from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
@@ -53,10 +54,11 @@ class ApiServer:
 
     def __init__(self, config: ApiServerConfig, backend: Backend | None = None):
         self.config = config
-        self.backend = backend or open_backend(config.datastore_endpoint, str(config.data_dir))
+        self.metrics = Metrics()
+        self.backend = MeteredBackend(backend or open_backend(config.datastore_endpoint, str(config.data_dir)),
+                                      self.metrics)
         self.registry = Registry(BUILTIN)
         self.schemas = Schemas()
-        self.metrics = Metrics()
         self.store = ObjectStore(self.backend, self.schemas)
         self.ctx = ApiContext(self.registry, self.schemas, self.backend, self.store, self.metrics)
         self.discovery = Discovery(self.registry)

@@ -213,3 +213,15 @@ async def test_versions_sharing_storage_convert(api: tuple[ApiServer, TestClient
     assert response.status == 201, await response.text()
     converted = await (await client.get("/apis/events.k8s.io/v1/namespaces/default/events/e1")).json()
     assert converted["note"] == "hello" and converted["regarding"]["name"] == "p"
+
+
+async def test_metrics_count_requests_by_verb_and_resource(api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    await _create_cm(client, "counted")
+    assert (await client.get(f"{CMS}/counted")).status == 200
+    text = await (await client.get("/metrics")).text()
+    created = [line for line in text.splitlines() if line.startswith("apiserver_request_total{")
+               and 'verb="CREATE"' in line and 'resource="configmaps"' in line and 'code="201"' in line]
+    assert created and float(created[0].rsplit(" ", 1)[1]) >= 1
+    assert "apiserver_request_duration_seconds_bucket{" in text
+    assert 'etcd_request_duration_seconds_count{operation="create",type="configmaps"}' in text
