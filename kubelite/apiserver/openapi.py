@@ -12,7 +12,7 @@ from kubelite import KUBERNETES_VERSION
 from kubelite.api.registry import Registry
 from kubelite.api.resource import ResourceType
 from kubelite.api.schema import Schemas
-from kubelite.apiserver import errors
+from kubelite.apiserver import errors, openapi_pb
 
 WRITE_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
 LIST_PARAMS = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
@@ -95,14 +95,24 @@ class OpenAPI:
             self._cache.clear()
             self._generation = self.registry.generation
 
+    def _v2_document(self) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        for rt in self.registry.resources():
+            paths.update(_paths(rt, v3=False))
+        return self.schemas.openapi_v2(paths)
+
     def v2(self) -> bytes:
         self._refresh()
         if "v2" not in self._cache:
-            paths: dict[str, Any] = {}
-            for rt in self.registry.resources():
-                paths.update(_paths(rt, v3=False))
-            self._cache["v2"] = orjson.dumps(self.schemas.openapi_v2(paths))
+            self._cache["v2"] = orjson.dumps(self._v2_document())
         return self._cache["v2"]
+
+    def v2_protobuf(self) -> bytes:
+        """The v2 document as gnostic protobuf, which kubectl up to 1.27 asks for."""
+        self._refresh()
+        if "v2pb" not in self._cache:
+            self._cache["v2pb"] = openapi_pb.encode_document(self._v2_document())
+        return self._cache["v2pb"]
 
     def _group_versions(self) -> dict[str, list[ResourceType]]:
         result: dict[str, list[ResourceType]] = {}
@@ -140,8 +150,8 @@ class OpenAPI:
 
     async def handle(self, request: web.Request, parts: list[str]) -> web.Response:
         if parts == ["openapi", "v2"]:
-            if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
-                raise errors.not_acceptable(request.headers["Accept"])
+            if openapi_pb.wants_protobuf(request.headers.get("Accept", "")):
+                return web.Response(body=self.v2_protobuf(), headers={"Content-Type": openapi_pb.CONTENT_TYPE})
             return web.Response(body=self.v2(), content_type="application/json")
         if parts == ["openapi", "v3"]:
             return web.Response(body=self.v3_index(), content_type="application/json")

@@ -5,6 +5,11 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
+
+CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+"""What a request raises when the server cannot be reached or the connection breaks: worth a retry."""
+
 # The reason kube-apiserver gives a bare HTTP status when the body is not a Status (client-go's table).
 _REASONS = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",

@@ -38,11 +38,17 @@ class TokenBucket:
 class RateLimiter(Protocol):
     """How long an item waits before its next retry (client-go's workqueue.RateLimiter)."""
 
-    def when(self, item: str) -> float: ...
+    def when(self, item: str) -> float:
+        """The delay before the item's next attempt; counts as one more failure."""
+        ...
 
-    def forget(self, item: str) -> None: ...
+    def forget(self, item: str) -> None:
+        """The item succeeded: its next failure starts from the shortest delay again."""
+        ...
 
-    def num_requeues(self, item: str) -> int: ...
+    def num_requeues(self, item: str) -> int:
+        """Failures counted for the item since it was last forgotten."""
+        ...
 
 
 class ItemExponentialLimiter:

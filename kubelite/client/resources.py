@@ -20,6 +20,7 @@ class Resource:
 
     @property
     def api_version(self) -> str:
+        """The apiVersion of its objects: "v1", "apps/v1"."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(self, namespace: str | None = None, name: str = "", subresource: str = "") -> str:

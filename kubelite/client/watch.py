@@ -13,11 +13,9 @@ Obj = dict[str, Any]
 
 
 async def decode_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, Obj]]:
-    """Yield (type, object) per line; an ERROR event raises its Status (GoneError for 410).
-
-    A last line without its newline is a stream cut mid-event: it is dropped, since the caller
-    resumes from the last resourceVersion it saw and so gets that event again.
-    """
+    """Yield (type, object) per line; an ERROR event raises its Status (GoneError for 410)."""
+    # A last line without its newline is a stream cut mid-event: it is dropped, since the caller
+    # resumes from the last resourceVersion it saw and so receives that event again.
     parts: list[bytes] = []
     async for chunk in chunks:
         parts.append(chunk)

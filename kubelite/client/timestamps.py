@@ -1,0 +1,15 @@
+"""Kubernetes timestamp formats: metav1.Time (seconds) and metav1.MicroTime (microseconds), always UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now_time() -> str:
+    """The current metav1.Time, e.g. 2026-01-02T03:04:05Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro_time() -> str:
+    """The current metav1.MicroTime, e.g. 2026-01-02T03:04:05.000000Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
