@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 MIN_WATCH_TIMEOUT = 300
 """Watches ask the server to end them after 5-10 minutes (client-go's reflector), then resume."""
+SHORT_WATCH = 1.0
+"""A watch that ends this soon without any event is treated as a failure, so it cannot spin."""
 
 
 @dataclass
@@ -144,7 +146,9 @@ class Informer:
 
     async def _watch(self, backoff: Backoff) -> None:
         """Watch from the last seen resourceVersion until the server says 410 Gone (then relist)."""
+        loop = asyncio.get_running_loop()
         while True:
+            started, received = loop.time(), False
             try:
                 stream = self.client.watch(
                     self.resource, self.namespace, resource_version=self.resource_version,
@@ -152,8 +156,12 @@ class Informer:
                     timeout_seconds=random.randint(MIN_WATCH_TIMEOUT, 2 * MIN_WATCH_TIMEOUT), allow_bookmarks=True)
                 async with contextlib.aclosing(stream):
                     async for type_, obj in stream:
+                        received = True
                         backoff.reset()
                         self._apply(type_, obj)
+                if not received and loop.time() - started < SHORT_WATCH:
+                    log.info("%s: watch closed at once without events; backing off", self.resource.plural)
+                    await backoff.sleep()
             except GoneError as exc:
                 log.info("%s: watch expired at %s (%s); listing again", self.resource.plural,
                          self.resource_version, exc.message)

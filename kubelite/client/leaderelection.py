@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_not_found
+from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_conflict, is_not_found
 from kubelite.client.resources import LEASES
 from kubelite.client.rest import ApiClient
 from kubelite.client.timestamps import now_micro_time
@@ -83,6 +83,8 @@ class LeaderElector:
             for task in (leading, renewing):
                 task.cancel()
             await asyncio.gather(leading, renewing, return_exceptions=True)
+            if self.config.release_on_cancel:
+                await self._release()
             if on_stopped_leading is not None:
                 on_stopped_leading()
 
@@ -158,15 +160,22 @@ class LeaderElector:
 
     async def _release(self) -> None:
         """Hand the Lease back (empty holder, 1 s duration) so a successor need not wait out our lease."""
-        lease = self._observed
-        if lease is None or not self.is_leader:
-            return
+        cfg = self.config
+        try:
+            async with asyncio.timeout(cfg.renew_deadline):
+                while self._observed is not None and self.is_leader:
+                    try:
+                        await self._write_release(self._observed)
+                    except ApiError as exc:
+                        if not is_conflict(exc):
+                            raise
+                        # A renewal cancelled in flight may have landed: re-read, release if still ours.
+                        self._observe(await self.client.get(LEASES, cfg.name, cfg.namespace))
+        except (ApiError, *CONNECTION_ERRORS) as exc:
+            log.warning("%s: could not release lease %s/%s: %s", cfg.identity, cfg.namespace, cfg.name, exc)
+
+    async def _write_release(self, lease: Obj) -> None:
         now = now_micro_time()
         spec = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1,
                 "acquireTime": now, "renewTime": now}
-        try:
-            async with asyncio.timeout(self.config.renew_deadline):
-                self._observe(await self.client.update(LEASES, {**lease, "spec": spec}))
-        except (ApiError, *CONNECTION_ERRORS) as exc:
-            log.warning("%s: could not release lease %s/%s: %s", self.config.identity, self.config.namespace,
-                        self.config.name, exc)
+        self._observe(await self.client.update(LEASES, {**lease, "spec": spec}))

@@ -4,6 +4,7 @@ leader election and events (plus the pure 410/relist logic with a scripted clien
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -483,6 +484,18 @@ async def test_informer_resumes_from_bookmarks_and_relists_after_gone() -> None:
     assert informer.store.get("ns/c")["kind"] == "ConfigMap"
 
 
+async def test_informer_backs_off_when_watches_end_at_once() -> None:
+    scripted = ScriptedClient(lists=[_listed("1")], watches=[[], [], [], []])
+    informer = Informer(scripted, CONFIGMAPS, max_backoff=0.2)  # type: ignore[arg-type]
+    started = time.monotonic()
+    informer.start()
+    try:
+        await _eventually(lambda: len(scripted.watch_versions) == 4, within=5)
+    finally:
+        await informer.stop()
+    assert time.monotonic() - started >= 0.5, "three empty, instant watches must cost three backoff delays"
+
+
 # --- controller ---------------------------------------------------------------------------------------------------
 
 
@@ -588,6 +601,49 @@ async def test_one_leader_and_takeover_after_renewals_stop(client: ApiClient) ->
     await asyncio.gather(a_task, b_task, c_task, return_exceptions=True)
     lease = await client.get(LEASES, "test-lock", "default")
     assert lease["spec"]["holderIdentity"] == "c" and lease["spec"]["leaseTransitions"] == 2
+
+
+class OneLease:
+    """An ApiClient stand-in holding one Lease, with resourceVersion preconditions like the server."""
+
+    def __init__(self) -> None:
+        self.lease: Obj | None = None
+
+    async def get(self, *args: Any) -> Obj:
+        if self.lease is None:
+            raise ApiError({"code": 404, "reason": "NotFound"})
+        return copy.deepcopy(self.lease)
+
+    async def create(self, _resource: Any, obj: Obj) -> Obj:
+        self.lease = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+        return copy.deepcopy(self.lease)
+
+    async def update(self, _resource: Any, obj: Obj) -> Obj:
+        assert self.lease is not None
+        if obj["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
+            raise ApiError({"code": 409, "reason": "Conflict"})
+        self.bump()
+        self.lease["spec"] = obj["spec"]
+        return copy.deepcopy(self.lease)
+
+    def bump(self) -> None:
+        assert self.lease is not None
+        self.lease["metadata"]["resourceVersion"] = str(int(self.lease["metadata"]["resourceVersion"]) + 1)
+
+
+async def test_release_retries_when_a_lost_renewal_answer_left_a_stale_version() -> None:
+    fake = OneLease()
+    config = LeaderElectionConfig(name="l", namespace="ns", identity="me", lease_duration=3, renew_deadline=2,
+                                  retry_period=0.5)
+    elector = LeaderElector(fake, config)  # type: ignore[arg-type]
+
+    async def lead() -> None:
+        await asyncio.sleep(0.1)  # after the first renewal
+        fake.bump()  # a renewal was stored but its answer never reached us
+
+    await asyncio.wait_for(elector.run(lead), 5)
+    assert fake.lease is not None
+    assert fake.lease["spec"]["holderIdentity"] == "" and fake.lease["spec"]["leaseDurationSeconds"] == 1
 
 
 def test_leader_election_rejects_inconsistent_timing() -> None:
