@@ -310,8 +310,11 @@ def node_token(server_ca_pem: bytes, token: str) -> str:
     return f"K10{hashlib.sha256(server_ca_pem).hexdigest()}::server:{token}"
 
 
-def write_kubeconfig(path: Path, server_url: str, pki: Pki) -> None:
-    """Write an admin kubeconfig (cluster, user and context `default`) with mode 0600."""
+def write_kubeconfig(path: Path, server_url: str, pki: Pki, client: tuple[bytes, bytes] | None = None) -> None:
+    """Write a kubeconfig (cluster, user and context `default`) with mode 0600: the admin's, or `client`'s
+    (cert PEM, key PEM)."""
+    cert_pem, key_pem = client or (pki.admin.cert_pem, pki.admin.key_pem)
+
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
@@ -328,8 +331,8 @@ def write_kubeconfig(path: Path, server_url: str, pki: Pki) -> None:
             {
                 "name": "default",
                 "user": {
-                    "client-certificate-data": b64(pki.admin.cert_pem),
-                    "client-key-data": b64(pki.admin.key_pem),
+                    "client-certificate-data": b64(cert_pem),
+                    "client-key-data": b64(key_pem),
                 },
             }
         ],

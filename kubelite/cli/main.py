@@ -78,12 +78,21 @@ def apiserver(verbose: bool, **kwargs: object) -> None:
     _run(run_apiserver(_config(**kwargs)))  # type: ignore[arg-type]
 
 
+COMPONENT_IDENTITIES = {
+    "scheduler": ("system:kube-scheduler", []),
+    "controller-manager": ("system:kube-controller-manager", []),
+}
+
+
 @main.command()
 @storage_options
 @click.option("--write-kubeconfig", "-o", default=DEFAULT_KUBECONFIG, show_default=True, type=click.Path(),
               help="Where to write the admin kubeconfig (mode 0600).")
 @click.option("--disable-agent", is_flag=True, help="Run only the control plane, no local node agent.")
-def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, **kwargs: object) -> None:
+@click.option("--disable-scheduler", is_flag=True, help="Do not run the scheduler.")
+@click.option("--disable-controller-manager", is_flag=True, help="Do not run the controller-manager.")
+def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, disable_scheduler: bool,
+           disable_controller_manager: bool, **kwargs: object) -> None:
     """Start the control plane (each component its own process) and write the admin kubeconfig."""
     _setup_logging(verbose)
     from kubelite.apiserver import pki
@@ -92,7 +101,8 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, **kwargs: 
     hosts = [h for h in {config.bind_address, config.advertise_address, *config.tls_san} if h and h != "0.0.0.0"]
     certs = pki.ensure_pki(config.server_dir / "tls", hosts)
     host = config.advertise_address if config.bind_address in ("0.0.0.0", "::") else config.bind_address
-    pki.write_kubeconfig(Path(write_kubeconfig), f"https://{host}:{config.https_port}", certs)
+    url = f"https://{host}:{config.https_port}"
+    pki.write_kubeconfig(Path(write_kubeconfig), url, certs)
     log = logging.getLogger("kubelite")
     log.info("wrote kubeconfig %s", write_kubeconfig)
     if not disable_agent:
@@ -104,7 +114,45 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, **kwargs: 
         args += ["--datastore-endpoint", config.datastore_endpoint]
     for san in config.tls_san:
         args += ["--tls-san", san]
-    if verbose:
-        args.append("--verbose")
-    asyncio.run(supervise([Component("apiserver", args)]))
+    extra = ["--verbose"] if verbose else []
+    components = [Component("apiserver", args + extra)]
+    for name, disabled in (("scheduler", disable_scheduler), ("controller-manager", disable_controller_manager)):
+        if disabled:
+            continue
+        user, groups = COMPONENT_IDENTITIES[name]
+        kubeconfig = config.server_dir / "cred" / f"{name}.kubeconfig"
+        pki.write_kubeconfig(kubeconfig, url, certs, pki.issue_client_cert(certs, user, groups))
+        components.append(Component(name, [name, "--kubeconfig", str(kubeconfig), *extra]))
+    asyncio.run(supervise(components))
 
+
+def kubeconfig_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--kubeconfig", default=None, type=click.Path(),
+                        help="Kubeconfig of the API server (default: $KUBECONFIG, in-cluster, ~/.kube/config).")(fn)
+
+
+@main.command()
+@kubeconfig_option
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True),
+              help="KubeSchedulerConfiguration file (profiles, plugins).")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def scheduler(kubeconfig: str | None, config_file: str | None, leader_elect: bool, verbose: bool) -> None:
+    """Run the scheduler: bind pending pods to nodes."""
+    _setup_logging(verbose)
+    from kubelite.scheduler.app import run_scheduler
+    _run(run_scheduler(kubeconfig, config_file, leader_elect))
+
+
+@main.command("controller-manager")
+@kubeconfig_option
+@click.option("--controllers", default="*", show_default=True,
+              help="Comma-separated controllers: '*' for all, 'foo' to enable, '-foo' to disable.")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def controller_manager(kubeconfig: str | None, controllers: str, leader_elect: bool, verbose: bool) -> None:
+    """Run the controllers that move the cluster to its desired state."""
+    _setup_logging(verbose)
+    from kubelite.controllers.app import run_controller_manager
+    _run(run_controller_manager(kubeconfig, [c.strip() for c in controllers.split(",") if c.strip()],
+                                leader_elect))
