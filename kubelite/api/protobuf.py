@@ -18,6 +18,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from kubelite.api.protowire import LEN, VARINT, Writer, as_double, as_int64, read_fields, read_varint
+from kubelite.api.protowire import I64, LEN, VARINT, Writer, as_double, as_int64, read_fields, read_varint
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 WATCH_MEDIA_TYPE = f"{MEDIA_TYPE};stream=watch"
@@ -77,6 +78,8 @@ _META_KINDS = {
     "Status", "WatchEvent", "DeleteOptions", "ListOptions", "GetOptions", "CreateOptions", "UpdateOptions",
     "PatchOptions", "APIVersions", "APIGroup", "APIGroupList", "APIResourceList", "List",
 }
+_NULL_FORMS = {_TIME, _MICROTIME, _RAW_EXTENSION}  # a JSON null is their zero value: an empty message
+_ABSENT = object()
 _MAX_DEPTH = 100
 _ZERO_TIME = -62135596800  # Go's time.Time{} (0001-01-01T00:00:00Z) in Unix seconds
 _DURATION_PART = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
@@ -105,7 +108,8 @@ def _table() -> dict[str, dict[str, list]]:
 @functools.cache
 def _by_number(message: str) -> dict[int, Spec]:
     """Fields of a message by number."""
-    return {int(number): tuple(spec) for number, spec in _table()[message].items()}  # type: ignore[misc]
+    return {int(number): (name, kind, detail, repeated, omit_zero)
+            for number, (name, kind, detail, repeated, omit_zero) in _table()[message].items()}
 
 
 @functools.cache
@@ -127,8 +131,7 @@ def message_name(api_version: str, kind: str) -> str | None:
 
 
 def decode(body: bytes, expected: tuple[str, str] | None = None) -> dict[str, Any]:
-    """Decode a Kubernetes protobuf body into its JSON-shaped object; `expected` (apiVersion, kind) fills an empty
-    typeMeta."""
+    """Decode a Kubernetes protobuf body to its JSON-shaped object; `expected` fills an empty typeMeta."""
     try:
         return _decode_body(body, expected, 0)
     except ProtobufError:
@@ -183,8 +186,7 @@ def encode_message(obj: Any, message: str) -> bytes:
 
 
 def encode_watch_event(event_type: str, obj: dict[str, Any]) -> bytes:
-    """One frame of a protobuf watch stream: a 4-byte big-endian length, then a bare meta.v1.WatchEvent whose
-    object.raw is the object's full protobuf body."""
+    """One protobuf watch-stream frame: 4-byte big-endian length, bare meta.v1.WatchEvent, object.raw = encode(obj)."""
     w = Writer()
     w.string(1, event_type)
     mark = w.begin(2)
@@ -288,9 +290,11 @@ def _scalar(value: int | bytes, wire: int, kind: str, name: str) -> Any:
     if not isinstance(value, int) or wire == LEN:
         raise ProtobufError(f"field {name}: expected a {kind}, got wire type {wire}")
     if kind == "double":
-        if wire != 1:
+        if wire != I64:
             raise ProtobufError(f"field {name}: expected a fixed64 double, got wire type {wire}")
         number = as_double(value)
+        if not math.isfinite(number):
+            raise ProtobufError(f"field {name}: {number} is not a JSON number")
         return int(number) if number.is_integer() and abs(number) < 1e21 else number
     if wire != VARINT:
         raise ProtobufError(f"field {name}: expected a varint {kind}, got wire type {wire}")
@@ -477,7 +481,7 @@ def _encode(w: Writer, value: Any, message: str, depth: int) -> None:
         special(w, value, depth)
         return
     if message in _STRING_LISTS:
-        for item in _expect(value, list, message):
+        for item in _expect(value, list, message) if value is not None else ():
             w.string(1, _expect(item, str, message))
         return
     obj = _expect(value, dict, message)
@@ -487,8 +491,8 @@ def _encode(w: Writer, value: Any, message: str, depth: int) -> None:
             _encode(w, obj, detail, depth + 1)
             w.end(mark)
             continue
-        item = obj.get(name)
-        if item is None:
+        item = obj.get(name, _ABSENT)
+        if item is _ABSENT or item is None and (kind != "message" or detail not in _NULL_FORMS):
             continue
         if kind == "map":
             for key, entry in sorted(_expect(item, dict, name).items()):
@@ -543,7 +547,9 @@ def _integer(value: Any, name: str) -> int:
 
 
 def _encode_time(w: Writer, value: Any, _depth: int, micro: bool = False) -> None:
-    """RFC 3339 string → Timestamp {1 seconds, 2 nanos} (Time keeps whole seconds, as Go's does)."""
+    """RFC 3339 string → Timestamp {1 seconds, 2 nanos} (Time keeps whole seconds, as Go's does); None → empty."""
+    if value is None:
+        return
     text = _expect(value, str, "time")
     try:
         moment = datetime.fromisoformat(text)
@@ -563,8 +569,8 @@ def _encode_duration(w: Writer, value: Any, _depth: int) -> None:
 
 def parse_go_duration(text: str) -> int:
     """Parse a Go duration string (e.g. 1h30m, 1.5s, -300ms) into nanoseconds."""
-    body = text.lstrip("+-")
-    sign = -1 if text.startswith("-") else 1
+    body = text[1:] if text[:1] in ("+", "-") else text
+    sign = -1 if text[:1] == "-" else 1
     if body == "0":
         return 0
     total, pos = Decimal(0), 0
@@ -601,7 +607,9 @@ def _encode_int_or_string(w: Writer, value: Any, _depth: int) -> None:
 
 
 def _encode_raw_json(w: Writer, value: Any, _depth: int) -> None:
-    """Any JSON value → {1 raw} holding its compact JSON."""
+    """Any JSON value → {1 raw} holding its compact JSON (RawExtension's None → empty)."""
+    if value is None:
+        return
     w.length_delimited(1, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 

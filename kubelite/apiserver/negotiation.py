@@ -9,6 +9,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from kubelite.api import protobuf
 from kubelite.apiserver import errors
 
 MAX_BODY = 3 * 1024 * 1024
@@ -64,8 +65,15 @@ def body_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
 
 
-def decode_body(raw: bytes, content_type: str) -> Any:
-    """JSON or YAML; other encodings (protobuf, CBOR) get 415 so that client-go falls back to JSON."""
+def decode_body(raw: bytes, content_type: str, expected: tuple[str, str] | None = None) -> Any:
+    """JSON, YAML or Kubernetes protobuf (kubectl 1.32+ and operators send built-in kinds so); others get 415."""
+    if content_type == protobuf.MEDIA_TYPE:
+        try:
+            return protobuf.decode(raw, expected)
+        except protobuf.UnknownKindError as exc:
+            raise errors.StatusError(415, "UnsupportedMediaType", f"{exc}: send it as application/json") from None
+        except protobuf.ProtobufError as exc:
+            raise errors.bad_request(f"unable to decode the protobuf body: {exc}") from None
     if content_type not in ("", "application/json", "application/yaml", "text/yaml", "*/*") and \
             not content_type.endswith(("+json", "+yaml")):
         raise errors.StatusError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '

@@ -137,7 +137,7 @@ async def delete_options(request: web.Request) -> dict[str, Any]:
     if request.can_read_body:
         raw = await request.content.read(negotiation.MAX_BODY + 1)
         if raw.strip():
-            body = negotiation.decode_body(raw, negotiation.body_type(request))
+            body = negotiation.decode_body(raw, negotiation.body_type(request), ("v1", "DeleteOptions"))
             if not isinstance(body, dict):
                 raise errors.bad_request("DeleteOptions must be an object")
             options.update(body)

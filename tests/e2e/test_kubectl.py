@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import KUBECTL, Cluster
 
-KUBECTLS = [KUBECTL, "/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"]
+KUBECTLS = [KUBECTL] + [f"/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}" for minor in (27, 32, 33)]
 
 DEPLOYMENT = textwrap.dedent("""\
     apiVersion: apps/v1
