@@ -28,6 +28,8 @@ class Output:
 
     view: str = ""  # "", "Table", "PartialObjectMetadata", "PartialObjectMetadataList"
     yaml: bool = False
+    protobuf: bool = False
+    """Only for clients that accept nothing but protobuf; JSON is preferred whenever it is acceptable."""
 
 
 def output(request: web.Request) -> Output:
@@ -47,6 +49,8 @@ def output(request: web.Request) -> Output:
                 continue
             if not as_:
                 return Output(yaml=media == "application/yaml")
+    if any(c.strip().split(";")[0].strip() == protobuf.MEDIA_TYPE for c in accept.split(",")):
+        return Output(protobuf=True)
     raise errors.not_acceptable(accept)
 
 
@@ -94,6 +98,12 @@ def decode_body(raw: bytes, content_type: str, expected: tuple[str, str] | None 
 
 def respond(obj: Any, out: Output, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    if out.protobuf:
+        try:
+            return web.Response(body=protobuf.encode(obj), status=status, headers={
+                "Content-Type": protobuf.MEDIA_TYPE, **(headers or {})})
+        except protobuf.ProtobufError:
+            pass  # custom resources have no protobuf form: JSON, as kube-apiserver answers them
     if out.yaml:
         body = yaml.dump(obj, Dumper=_Dumper, default_flow_style=False, sort_keys=False).encode()
         return web.Response(body=body, status=status, content_type="application/yaml", headers=headers)

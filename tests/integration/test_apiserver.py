@@ -225,3 +225,17 @@ async def test_metrics_count_requests_by_verb_and_resource(api: tuple[ApiServer,
     assert created and float(created[0].rsplit(" ", 1)[1]) >= 1
     assert "apiserver_request_duration_seconds_bucket{" in text
     assert 'etcd_request_duration_seconds_count{operation="create",type="configmaps"}' in text
+
+
+async def test_protobuf_request_and_protobuf_only_response(api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    from kubelite.api import protobuf
+    body = protobuf.encode({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pb"}, "data": {"a": "b"}})
+    response = await client.post(CMS, data=body, headers={"Content-Type": protobuf.MEDIA_TYPE,
+                                                          "Accept": protobuf.MEDIA_TYPE})
+    assert response.status == 201
+    assert response.headers["Content-Type"] == protobuf.MEDIA_TYPE
+    created = protobuf.decode(await response.read())
+    assert created["data"] == {"a": "b"} and created["metadata"]["uid"]
+    garbage = await client.post(CMS, data=protobuf.MAGIC + b"\xff\xff", headers={"Content-Type": protobuf.MEDIA_TYPE})
+    assert garbage.status == 400 and (await garbage.json())["reason"] == "BadRequest"
