@@ -156,6 +156,8 @@ class ApiServer:
             return web.Response(text="ok")
         if path in ("/version", "/version/"):
             return web.json_response(version_info())
+        if path == "/cacerts" and self.pki is not None:
+            return web.Response(body=self.pki.server_ca.cert_pem, content_type="text/plain")
         if path == "/metrics":
             body, content_type = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": content_type})

@@ -11,8 +11,8 @@ from aiohttp import web
 AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 
-# Paths Kubernetes' system:public-info-viewer role opens to everyone, credentials or not.
-PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+# Paths open to everyone, credentials or not: Kubernetes' public-info-viewer ones, and k3s's /cacerts.
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/", "/cacerts"})
 
 _CERT_CACHE_MAX = 4096
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.e2e.conftest import Cluster
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -88,3 +90,19 @@ def test_unauthenticated_gets_401(cluster: Cluster) -> None:
     assert_status(cluster.http("GET", PODS, client_cert=False), 401, "Unauthorized")
     status, _ = cluster.http("GET", "/healthz", client_cert=False)
     assert status == 200
+
+
+def test_join_with_node_token_pins_the_ca(cluster: Cluster) -> None:
+    import http.client as client_http
+
+    from kubelite.client.config import ConfigError
+    from kubelite.client.join import join_config
+
+    token = (cluster.data_dir / "server" / "node-token").read_text().strip()
+    config = join_config(f"https://127.0.0.1:{cluster.port}", token)
+    conn = client_http.HTTPSConnection("127.0.0.1", cluster.port, context=config.ssl_context, timeout=10)
+    conn.request("GET", "/api/v1/namespaces/default", headers=config.headers)
+    assert conn.getresponse().status == 200
+    forged = "K10" + "0" * 64 + "::server:" + token.rsplit(":", 1)[1]
+    with pytest.raises(ConfigError, match="does not match"):
+        join_config(f"https://127.0.0.1:{cluster.port}", forged)

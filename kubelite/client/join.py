@@ -1,0 +1,49 @@
+"""Join a cluster with a server URL and its node token (k3s's `--server URL --token TOKEN`)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ssl
+from urllib.parse import urlsplit
+
+from kubelite.client.config import ClientConfig, ConfigError
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """(CA hash or "", secret) from `K10<sha256 of the CA>::server:<secret>` or a bare secret."""
+    if token.startswith("K10") and "::" in token:
+        ca_hash, _, credentials = token[3:].partition("::")
+        return ca_hash, credentials.partition(":")[2] or credentials
+    return "", token
+
+
+def fetch_ca(server: str) -> bytes:
+    """The server CA from GET /cacerts; the TLS peer is not trusted yet, so the caller must pin the result."""
+    parts = urlsplit(server)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, context=context, timeout=10)
+    try:
+        conn.request("GET", "/cacerts")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach {server}: {exc}; check --server and that the server is running") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ConfigError(f"{server}/cacerts answered {response.status}: is this a kubelite server?")
+    return body
+
+
+def join_config(server: str, token: str) -> ClientConfig:
+    """A client configuration trusting the server's CA (checked against the token's hash) with the token."""
+    ca_hash, secret = parse_token(token)
+    ca = fetch_ca(server)
+    if ca_hash and hashlib.sha256(ca).hexdigest() != ca_hash:
+        raise ConfigError("the server's CA does not match the token's hash: wrong --token for this --server, or "
+                          "someone is in between; copy the token again from DATA/server/node-token")
+    context = ssl.create_default_context(cadata=ca.decode())
+    return ClientConfig(server=server.rstrip("/"), ssl_context=context, headers={"Authorization": f"Bearer {secret}"})
