@@ -8,7 +8,6 @@ import math
 import os
 import random
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -469,25 +468,6 @@ def test_fuzz_only_raises_protobuf_errors():
 
 
 # --- speed ----------------------------------------------------------------------------------------------------
-
-def test_table_load_under_30ms():
-    pb._table.cache_clear()
-    pb._by_number.cache_clear()
-    pb._in_order.cache_clear()
-    started = time.perf_counter()
-    pb.message_name("v1", "ConfigMap")
-    assert time.perf_counter() - started < 0.03
-
-
-def test_decoding_a_deployment_takes_under_a_millisecond():
-    encoded = pb.encode(DEPLOYMENT)
-    pb.decode(encoded)
-    runs = 200
-    started = time.perf_counter()
-    for _ in range(runs):
-        pb.decode(encoded)
-    assert (time.perf_counter() - started) / runs < 0.001
-
 
 # --- kubectl 1.33 against a server that reads and answers protobuf --------------------------------------------
 

@@ -1,6 +1,5 @@
 """Schemas: loading, lookup, $ref resolution, registered CRD schemas, OpenAPI v2/v3 conversion."""
 
-import time
 
 import pytest
 
@@ -23,12 +22,10 @@ def schemas() -> Schemas:
     return Schemas()
 
 
-def test_definitions_load_lazily_and_fast():
+def test_definitions_load_lazily_once():
     fresh = Schemas()
     assert fresh._defs is None
-    started = time.perf_counter()
     assert len(fresh.definitions) > 700
-    assert time.perf_counter() - started < 0.5
     assert fresh.definitions is fresh.definitions
 
 

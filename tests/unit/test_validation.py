@@ -1,7 +1,5 @@
 """Schema validation: type errors, required fields, enums, formats, unknown fields, pruning, CRD schemas."""
 
-import copy
-import time
 
 import pytest
 
@@ -253,17 +251,6 @@ def test_crd_pruning(schemas):
 def test_crd_non_nullable_null_is_pruned_not_rejected(schemas):
     widget = {"spec": {"size": 1, "plain": None}}
     assert validate(schemas, WIDGET, widget, True) == ([], [])
-
-
-def test_validating_a_pod_takes_well_under_a_millisecond(schemas):
-    pod = a_pod()
-    validate(schemas, POD, pod, True)
-    pods = [copy.deepcopy(pod) for _ in range(200)]
-    started = time.perf_counter()
-    for item in pods:
-        validate(schemas, POD, item, True)
-    per_pod = (time.perf_counter() - started) / len(pods)
-    assert per_pod < 0.001
 
 
 def test_odd_input_is_reported_not_crashed_on(schemas):
