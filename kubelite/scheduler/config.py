@@ -189,8 +189,8 @@ def _profile(raw: Any, index: int) -> Profile:
                                                             f"{where}.percentageOfNodesToScore"))
 
 
-def parse_config(data: Any) -> SchedulerConfig:
-    """A SchedulerConfig from a decoded KubeSchedulerConfiguration document."""
+def parse_config(data: Any, registry: Mapping[str, type[Plugin]] = REGISTRY) -> SchedulerConfig:
+    """A SchedulerConfig from a decoded KubeSchedulerConfiguration document (plugins checked against registry)."""
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a YAML object")
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
@@ -227,7 +227,7 @@ def parse_config(data: Any) -> SchedulerConfig:
     for profile in config.profiles:
         if profile.percentage_of_nodes_to_score is None:
             profile.percentage_of_nodes_to_score = config.percentage_of_nodes_to_score
-        profile.expanded_plugins(REGISTRY)
+        profile.expanded_plugins(registry)
     return config
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +19,8 @@ if TYPE_CHECKING:
     from kubelite.scheduler.cache import Cache
     from kubelite.scheduler.config import Profile
 
-log = logging.getLogger(__name__)
-
 Obj = dict[str, Any]
 MAX_NODE_SCORE = 100
-MIN_NODE_SCORE = 0
 MAX_PERMIT_TIMEOUT = 15 * 60.0
 
 
@@ -117,7 +113,7 @@ class ActionType(enum.IntFlag):
     ALL = 1 | 2 | UPDATE
 
 
-POD, NODE, NAMESPACE, SERVICE, WILDCARD = "Pod", "Node", "Namespace", "Service", "*"
+POD, NODE, WILDCARD = "Pod", "Node", "*"
 UNSCHEDULED_POD = "UnscheduledPod"
 """Events about the pending pod itself (e.g. its scheduling gates or tolerations changed)."""
 
@@ -149,8 +145,8 @@ class Plugin:
         self.handle = handle
 
     def events_to_register(self) -> list[EventRegistration]:
-        """Cluster events that may make a pod this plugin rejected schedulable (EnqueueExtensions)."""
-        return []
+        """Cluster events that may make a pod this plugin rejected schedulable (EnqueueExtensions): any by default."""
+        return [(ClusterEvent(WILDCARD, ActionType.ALL), None)]
 
 
 class QueueSortPlugin(Plugin):
@@ -180,6 +176,12 @@ class FilterPlugin(Plugin):
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         raise NotImplementedError
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[Status | None] | None:
+        """Filter many nodes: a status per node, or None when all pass (hot plugins override this)."""
+        check = self.filter
+        results = [check(state, pod, node) for node in nodes]
+        return None if results.count(None) == len(results) else results
+
 
 class PostFilterPlugin(Plugin):
     def post_filter(self, state: CycleState, pod: PodInfo,
@@ -199,6 +201,11 @@ class ScorePlugin(Plugin):
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         raise NotImplementedError
+
+    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        """Score every node (plugins override this to save a call per node on hot paths)."""
+        score = self.score
+        return [score(state, pod, node) for node in nodes]
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int], nodes: list[NodeInfo]) -> None:
         """Rescale the scores (in place) into [0, MAX_NODE_SCORE]."""
@@ -347,25 +354,26 @@ class Nominator:
 
     def add(self, pod: PodInfo, node_name: str = "") -> None:
         """Nominate a pod (to node_name, else its status.nominatedNodeName); replaces an earlier nomination."""
-        self.delete(pod)
+        self.delete(pod.uid)
         node_name = node_name or pod.nominated_node_name
         if not node_name:
             return
         self.node_of[pod.uid] = node_name
         self.by_node.setdefault(node_name, {})[pod.uid] = pod
 
-    def delete(self, pod: PodInfo) -> None:
-        node_name = self.node_of.pop(pod.uid, None)
+    def delete(self, uid: str) -> None:
+        node_name = self.node_of.pop(uid, None)
         if node_name is not None:
             pods = self.by_node.get(node_name, {})
-            pods.pop(pod.uid, None)
+            pods.pop(uid, None)
             if not pods:
                 self.by_node.pop(node_name, None)
 
-    def update(self, old: PodInfo, new: PodInfo) -> None:
-        """Keep a nomination made by this scheduler while the pod's status does not name one yet."""
-        node_name = new.nominated_node_name or self.node_of.get(old.uid, "")
-        self.add(new, node_name)
+    def update(self, pod: PodInfo) -> None:
+        """A newer version of a pending pod: keep a nomination made here until its status names one."""
+        node_name = pod.nominated_node_name or self.node_of.get(pod.uid, "")
+        if node_name or pod.uid in self.node_of:
+            self.add(pod, node_name)
 
     def pods_on(self, node_name: str) -> list[PodInfo]:
         pods = self.by_node.get(node_name)
@@ -479,8 +487,8 @@ class Framework:
         return None
 
     def run_pre_filter(self, state: CycleState, pod: PodInfo,
-                       nodes: list[NodeInfo]) -> tuple[set[str] | None, Status | None]:
-        """PreFilter plugins in order: the intersection of the node sets they return, or the first rejection."""
+                       nodes: list[NodeInfo]) -> tuple[set[str] | None, list[str], Status | None]:
+        """PreFilter plugins in order: (node names they narrow to, the narrowing plugins, first rejection)."""
         result: set[str] | None = None
         narrowing: list[str] = []
         for plugin in self.pre_filter:
@@ -490,20 +498,20 @@ class Framework:
                     state.skip_filter.add(plugin.name)
                     continue
                 status.plugin = plugin.name
-                return None, status
+                return None, narrowing, status
             if names is not None:
                 narrowing.append(plugin.name)
                 result = set(names) if result is None else result & names
                 if not result:
-                    return None, Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE,
-                                        f"node(s) didn't satisfy plugin(s) {narrowing} simultaneously",
-                                        plugin=plugin.name)
-        return result, None
+                    return None, narrowing, Status(
+                        Code.UNSCHEDULABLE_AND_UNRESOLVABLE,
+                        f"node(s) didn't satisfy plugin(s) [{' '.join(narrowing)}] simultaneously",
+                        plugin=plugin.name)
+        return result, narrowing, None
 
-    def filters_for(self, state: CycleState) -> list[tuple[str, Callable[[CycleState, PodInfo, NodeInfo],
-                                                                          Status | None]]]:
-        """(name, filter method) of the Filter plugins this cycle runs (those PreFilter did not skip)."""
-        return [(p.name, p.filter) for p in self.filter if p.name not in state.skip_filter]
+    def filters_for(self, state: CycleState) -> list[FilterPlugin]:
+        """The Filter plugins this cycle runs (those PreFilter did not skip)."""
+        return [p for p in self.filter if p.name not in state.skip_filter]
 
     def run_filter_plugins(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         for plugin in self.filter:
@@ -579,8 +587,7 @@ class Framework:
         for plugin, weight in self.score:
             if plugin.name in state.skip_score:
                 continue
-            score = plugin.score
-            scores = [score(state, pod, node) for node in nodes]
+            scores = plugin.score_nodes(state, pod, nodes)
             if plugin.normalizes:
                 plugin.normalize_score(state, pod, scores, nodes)
             totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]
