@@ -127,6 +127,8 @@ class Strategy:
 
     has_status: bool = True
     """True when the kind has a status subresource: status is then written only through it."""
+    status_on_create: bool = False
+    """Keep the status a client sends at create (Nodes: the kubelet registers with its status)."""
     columns: list[Column] = field(default_factory=lambda: [NAME_COLUMN, AGE_COLUMN])
     row: Callable[[Obj], list[Any]] = basic_row
     """Cells for one object, in the order of `columns`."""

@@ -24,6 +24,7 @@ from kubelite.apiserver.metered import MeteredBackend
 from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
+from kubelite.apiserver.priority import PriorityAdmission
 from kubelite.storage import Backend, open_backend
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class ApiServer:
         self.openapi = OpenAPI(self.registry, self.schemas)
         self.allocator = ServiceAllocator(config.service_cidr)
         self.crds = CrdServer(self.ctx)
-        self.store.admission += [self.allocator.admit, self.crds.admit]
+        self.store.admission += [self.allocator.admit, self.crds.admit,
+                                 PriorityAdmission(self.store, self.registry).admit]
         self.store.on_deleted.append(self.allocator.release)
         self.authenticator = Authenticator()
         self.runner: web.AppRunner | None = None

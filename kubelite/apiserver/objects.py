@@ -281,7 +281,7 @@ class ObjectStore:
         if self._has_generation(rt, obj):
             meta["generation"] = 1
         strategy = rt.strategy
-        if strategy.has_status and "status" in obj:
+        if strategy.has_status and not strategy.status_on_create and "status" in obj:
             obj["status"] = {}
         if strategy.prepare_create is not None:
             strategy.prepare_create(obj)
@@ -386,7 +386,7 @@ class ObjectStore:
             else:
                 meta.pop(kept, None)
         meta.pop("selfLink", None)
-        if rt.strategy.has_status and subresource != "status":
+        if rt.strategy.has_status and subresource not in ("status", "binding"):
             if "status" in old:
                 new["status"] = old["status"]
             else:

@@ -12,7 +12,7 @@ from kubelite.api.selectors import from_label_selector
 from kubelite.api.strategy import Obj
 from kubelite.apiserver import errors, negotiation, resources
 from kubelite.apiserver.context import ApiContext
-from kubelite.apiserver.objects import ListOptions
+from kubelite.apiserver.objects import ListOptions, now_rfc3339
 from kubelite.apiserver.requestinfo import RequestInfo
 
 
@@ -142,6 +142,10 @@ async def _binding(ctx: ApiContext, request: web.Request, info: RequestInfo, rt:
             raise errors.conflict("pods/binding", "", info.name,
                                   f"pod {info.name} is already assigned to node \"{spec['nodeName']}\"")
         spec["nodeName"] = node
+        status = pod.setdefault("status", {})
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                 "lastTransitionTime": now_rfc3339()}, *conditions]
         annotations = (body.get("metadata") or {}).get("annotations")
         if annotations:
             pod["metadata"].setdefault("annotations", {}).update(annotations)

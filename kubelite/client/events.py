@@ -60,6 +60,13 @@ class EventRecorder:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._seen: OrderedDict[EventKey, _Seen] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._dropped = 0
+
+    def _drop(self, why: str) -> None:
+        """Count a dropped event; log the first and then every 1,000th, so a burst stays one line per 1,000."""
+        if self._dropped % 1000 == 0:
+            log.warning("%s: dropped an event (%d dropped so far)", why, self._dropped + 1)
+        self._dropped += 1
 
     def event(self, obj: Obj, type: str, reason: str, message: str) -> None:
         """Queue an Event about `obj` ("Normal" or "Warning"); dropped with a log line if the queue is full."""
@@ -75,9 +82,9 @@ class EventRecorder:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"events-{self.component}")
         except asyncio.QueueFull:
-            log.warning("event queue full; dropped %s %s for %s", type, reason, meta.get("name"))
+            self._drop("event queue full")
         except RuntimeError:
-            log.warning("no running event loop; dropped %s %s for %s", type, reason, meta.get("name"))
+            self._drop("no running event loop")
 
     async def flush(self) -> None:
         """Wait until every queued event has been written (or given up on)."""

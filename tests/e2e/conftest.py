@@ -73,12 +73,14 @@ class Cluster:
         return response.status, {"text": raw.decode()}
 
 
-def start_server(data_dir: Path, port: int) -> Cluster:
+def start_server(data_dir: Path, port: int, *extra_args: str) -> Cluster:
+    """Start `kubelite server --disable-agent` (plus extra_args) and wait until the API answers."""
     kubeconfig = data_dir / "kubeconfig.yaml"
     log = data_dir / "server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubelite", "server", "--disable-agent", "--data-dir", str(data_dir),
-         "--bind-address", "127.0.0.1", "--https-port", str(port), "--write-kubeconfig", str(kubeconfig)],
+         "--bind-address", "127.0.0.1", "--https-port", str(port), "--write-kubeconfig", str(kubeconfig),
+         *extra_args],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     cluster = Cluster(data_dir, kubeconfig, port, proc, log)
     deadline = time.monotonic() + 60

@@ -239,3 +239,29 @@ async def test_protobuf_request_and_protobuf_only_response(api: tuple[ApiServer,
     assert created["data"] == {"a": "b"} and created["metadata"]["uid"]
     garbage = await client.post(CMS, data=protobuf.MAGIC + b"\xff\xff", headers={"Content-Type": protobuf.MEDIA_TYPE})
     assert garbage.status == 400 and (await garbage.json())["reason"] == "BadRequest"
+
+
+async def test_priority_class_admission_and_binding_condition(api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    pc = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}
+    assert (await client.post("/apis/scheduling.k8s.io/v1/priorityclasses", data=orjson.dumps(pc))).status == 201
+    pods = "/api/v1/namespaces/default/pods"
+
+    def pod(name: str, priority_class: str) -> bytes:
+        return orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                             "spec": {"priorityClassName": priority_class,
+                                      "containers": [{"name": "c", "image": "busybox"}]}})
+
+    created = await (await client.post(pods, data=pod("important", "high"))).json()
+    assert created["spec"]["priority"] == 1000
+    missing = await client.post(pods, data=pod("orphan", "nope"))
+    assert missing.status == 403 and "no PriorityClass with name nope" in (await missing.json())["message"]
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "important"}, "target": {"name": "n1"}}
+    assert (await client.post(f"{pods}/important/binding", data=orjson.dumps(binding))).status == 201
+    bound = await (await client.get(f"{pods}/important")).json()
+    scheduled = [c for c in bound["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert bound["spec"]["nodeName"] == "n1" and scheduled[0]["status"] == "True"
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "pods": "110"}}}
+    created_node = await (await client.post("/api/v1/nodes", data=orjson.dumps(node))).json()
+    assert created_node["status"]["allocatable"]["cpu"] == "4"

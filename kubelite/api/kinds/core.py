@@ -148,6 +148,7 @@ NODE_STRATEGY = Strategy(
     ),
     row=node_row,
     defaults=node_defaults,
+    status_on_create=True,
     selectable_fields=lambda o: {
         "spec.unschedulable": "true" if dig(o, "spec", "unschedulable") else "false"
     },
