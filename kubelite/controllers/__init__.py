@@ -2,4 +2,18 @@
 
 REGISTRY: dict[str, str] = {
     # name (as kube-controller-manager's --controllers calls it): "module:Class"
+    "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
+    "namespace": "kubelite.controllers.namespace:NamespaceController",
+    "podgc": "kubelite.controllers.podgc:PodGC",
+    "serviceaccount": "kubelite.controllers.serviceaccount:ServiceAccountsController",
+    "root-ca-cert-publisher": "kubelite.controllers.rootcacertpublisher:RootCACertPublisher",
+    "endpoint": "kubelite.controllers.endpoints:EndpointsController",
+    "endpointslice": "kubelite.controllers.endpointslice:EndpointSliceController",
+    "resourcequota": "kubelite.controllers.resourcequota:ResourceQuotaController",
+    "disruption": "kubelite.controllers.disruption:DisruptionController",
+    "ttl-after-finished": "kubelite.controllers.ttlafterfinished:TTLAfterFinishedController",
+    "nodelifecycle": "kubelite.controllers.nodelifecycle:NodeLifecycleController",
+    "taint-eviction-controller": "kubelite.controllers.nodelifecycle:TaintEvictionController",
+    "nodeipam": "kubelite.controllers.nodeipam:NodeIpamController",
+    "horizontalpodautoscaling": "kubelite.controllers.horizontalpodautoscaler:HorizontalPodAutoscalerController",
 }

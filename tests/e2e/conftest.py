@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
+API_ONLY = ("--disable-scheduler", "--disable-controller-manager")
+"""start_server arguments for tests that run the component under test themselves, alone."""
 
 
 def free_port() -> int:

@@ -184,16 +184,35 @@ def test_watch_receives_later_changes(cluster: Cluster) -> None:
     assert out.split().count("configmap/watched") >= 3, out
 
 
+def _owned_pair(cluster: Cluster, name: str) -> None:
+    """A ConfigMap `name` and a dependent `name-child` whose ownerReference blocks the owner's deletion."""
+    owner = json.loads(cluster.kubectl("create", "configmap", name, "-o", "json").stdout)
+    child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-child", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": owner["metadata"]["uid"],
+         "blockOwnerDeletion": True}]}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(child))
+
+
+def _gone(cluster: Cluster, name: str, within: float = 30) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cluster.kubectl("get", "cm", name, check=False).returncode != 0:
+            return True
+        time.sleep(0.3)
+    return False
+
+
 def test_delete_cascade_options_and_wait(cluster: Cluster) -> None:
-    cluster.kubectl("create", "configmap", "del-background", "--from-literal=a=1")
-    cluster.kubectl("delete", "configmap", "del-background", "--cascade=background")
-    assert cluster.kubectl("get", "cm", "del-background", check=False).returncode != 0
-    # Orphan and foreground deletion leave the object to the garbage collector, marked with its finalizer.
-    for policy, finalizer in (("orphan", "orphan"), ("foreground", "foregroundDeletion")):
-        cluster.kubectl("create", "configmap", f"del-{policy}", "--from-literal=a=1")
-        cluster.kubectl("delete", "configmap", f"del-{policy}", f"--cascade={policy}", "--wait=false")
-        meta = cluster.get_json("cm", f"del-{policy}")["metadata"]
-        assert meta["deletionTimestamp"] and finalizer in meta["finalizers"]
+    _owned_pair(cluster, "bg")
+    cluster.kubectl("delete", "configmap", "bg", "--cascade=background")
+    assert _gone(cluster, "bg") and _gone(cluster, "bg-child"), "background: the garbage collector removes dependents"
+    _owned_pair(cluster, "orph")
+    cluster.kubectl("delete", "configmap", "orph", "--cascade=orphan", "--timeout=30s")
+    assert _gone(cluster, "orph")
+    assert "ownerReferences" not in cluster.get_json("cm", "orph-child")["metadata"]
+    _owned_pair(cluster, "fg")
+    cluster.kubectl("delete", "configmap", "fg", "--cascade=foreground", "--timeout=30s")
+    assert _gone(cluster, "fg", 1) and _gone(cluster, "fg-child", 1), "foreground: dependents go before the owner"
     cluster.kubectl("create", "configmap", "waited", "--from-literal=a=1")
     waiter = subprocess.Popen([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "wait", "--for=delete",
                                "cm/waited", "--timeout=30s"], stdout=subprocess.PIPE, text=True)

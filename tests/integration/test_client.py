@@ -44,7 +44,7 @@ from kubelite.client.resources import CONFIGMAPS, EVENTS, LEASES, NAMESPACES, PO
 from kubelite.client.store import NAMESPACE_INDEX, NODE_NAME_INDEX, OWNER_UID_INDEX
 from kubelite.client.watch import decode_events
 from kubelite.storage.memory import MemoryBackend
-from tests.e2e.conftest import Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -52,7 +52,7 @@ MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("client"), free_port())
+    running = start_server(tmp_path_factory.mktemp("client"), free_port(), *API_ONLY)
     yield running
     stop_server(running)
 
@@ -398,7 +398,7 @@ async def test_informer_resyncs_periodically(client: ApiClient) -> None:
 
 
 async def test_informer_resumes_after_server_restart(tmp_path: Path) -> None:
-    cluster = start_server(tmp_path, free_port())
+    cluster = start_server(tmp_path, free_port(), *API_ONLY)
     try:
         async with ApiClient(load_kubeconfig(cluster.kubeconfig)) as client:
             informer = Informer(client, CONFIGMAPS, namespace="default", max_backoff=1.0)
@@ -419,7 +419,7 @@ async def test_informer_resumes_after_server_restart(tmp_path: Path) -> None:
                 await client.create(CONFIGMAPS, _cm("before"), "default")
                 await _eventually(lambda: ("add", "before") in seen.events)
                 await asyncio.to_thread(stop_server, cluster)
-                cluster = await asyncio.to_thread(start_server, tmp_path, cluster.port)
+                cluster = await asyncio.to_thread(start_server, tmp_path, cluster.port, *API_ONLY)
                 await client.create(CONFIGMAPS, _cm("after"), "default")
                 await _eventually(lambda: ("add", "after") in seen.events, within=20)
                 assert lists == 1, "a restart with history intact resumes the watch, it does not relist"

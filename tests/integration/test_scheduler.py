@@ -15,7 +15,7 @@ import yaml
 from kubelite.client import ApiClient, load_kubeconfig
 from kubelite.client.resources import EVENTS, LEASES, NAMESPACES, NODES, PODS
 from kubelite.scheduler.app import run_scheduler
-from tests.e2e.conftest import Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
 SCHEDULER = "integration-scheduler"
@@ -26,7 +26,7 @@ IMPOSSIBLE = ("0/3 nodes are available: 1 node(s) had untolerated taint {node-ro
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("scheduler"), free_port())
+    running = start_server(tmp_path_factory.mktemp("scheduler"), free_port(), *API_ONLY)
     yield running
     stop_server(running)
 
