@@ -338,10 +338,11 @@ class ObjectStore:
                 raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
             new = change(copy.deepcopy(old))
             self._check_identity(rt, namespace, new)
-            new_meta = new["metadata"]
-            if new_meta.get("resourceVersion") and parse_rv(new_meta["resourceVersion"]) != kv.mod_revision:
+            if new["metadata"].get("resourceVersion") and \
+                    parse_rv(new["metadata"]["resourceVersion"]) != kv.mod_revision:
                 raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
             self._carry_over(rt, new, old, subresource)
+            new_meta = new["metadata"]
             if new == old:
                 return old
             if not subresource and rt.strategy.defaults is not None:

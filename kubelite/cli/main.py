@@ -156,3 +156,30 @@ def controller_manager(kubeconfig: str | None, controllers: str, leader_elect: b
     from kubelite.controllers.app import run_controller_manager
     _run(run_controller_manager(kubeconfig, [c.strip() for c in controllers.split(",") if c.strip()],
                                 leader_elect))
+
+
+@main.command("hollow-nodes")
+@kubeconfig_option
+@click.option("--server", default=None, help="API server URL, e.g. https://HOST:6443 (with --token).")
+@click.option("--token", default=None, help="The node token from the server's DATA/server/node-token.")
+@click.option("--count", default=1, show_default=True, type=int, help="How many hollow nodes to run.")
+@click.option("--node-name-prefix", default="hollow-node", show_default=True, help="Nodes are named PREFIX-<i>.")
+@click.option("--cpu", default="4", show_default=True, help="CPU capacity of each node.")
+@click.option("--memory", default="16Gi", show_default=True, help="Memory capacity of each node.")
+@click.option("--max-pods", default=110, show_default=True, type=int, help="Pod capacity of each node.")
+@click.option("--node-label", multiple=True, help="KEY=VALUE label on every node (repeatable).")
+@click.option("--node-taint", multiple=True, help="KEY=VALUE:EFFECT taint on every node (repeatable).")
+@click.option("-v", "--verbose", is_flag=True)
+def hollow_nodes(kubeconfig: str | None, server: str | None, token: str | None, count: int, node_name_prefix: str,
+                 cpu: str, memory: str, max_pods: int, node_label: tuple[str, ...], node_taint: tuple[str, ...],
+                 verbose: bool) -> None:
+    """Simulate nodes (no containers): they register, heartbeat and run their pods, for scale tests."""
+    _setup_logging(verbose)
+    from kubelite.client.config import load_config
+    from kubelite.client.join import join_config
+    from kubelite.kubelet.hollow import parse_labels, parse_taints, run_hollow_nodes
+    if bool(server) != bool(token):
+        raise click.UsageError("--server and --token go together (or use --kubeconfig)")
+    config = join_config(server, token) if server and token else load_config(kubeconfig)
+    _run(run_hollow_nodes(config, count, node_name_prefix, cpu, memory, max_pods, parse_labels(node_label),
+                          parse_taints(node_taint)))

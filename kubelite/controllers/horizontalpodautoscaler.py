@@ -1,9 +1,4 @@
-"""Horizontal pod autoscaling (autoscaling/v2) on resource metrics from the metrics API (metrics.k8s.io).
-
-The replica computation follows upstream's replica calculator (tolerance, unready and missing pods), then
-the behavior: stabilization windows (300 s for scale-down by default) and scaling-rate policies. Without a
-metrics server the HPA says so in its ScalingActive condition and leaves the target alone.
-"""
+"""Horizontal pod autoscaling (autoscaling/v2) on resource metrics from metrics.k8s.io, as upstream computes it."""
 
 from __future__ import annotations
 
@@ -147,10 +142,7 @@ def group_pods(pods: list[Obj], metrics: dict[str, PodMetric], resource_name: st
 def resource_replicas(current: int, pods: list[Obj], metrics: dict[str, PodMetric], resource_name: str,
                       now: float, *, target_utilization: int | None = None, target_average: int | None = None,
                       container: str = "", tolerance: float = TOLERANCE) -> tuple[int, int | None, int]:
-    """(replicas, utilization %, average milli-usage) for one resource metric, as upstream's replica calculator.
-
-    Give target_utilization (percent of request) or target_average (milli-units per pod).
-    """
+    """(replicas, utilization %, average milli-usage) for a utilization (%) or average (milli) target, as upstream."""
     if not pods:
         raise MetricError("no pods returned by selector while calculating replica count")
     ready, unready, missing, ignored = group_pods(pods, metrics, resource_name, now)
@@ -207,8 +199,7 @@ def _changed(events: list[tuple[float, int]], period: float, now: float) -> int:
 
 def scale_limit(current: int, up: list[tuple[float, int]], down: list[tuple[float, int]], rules: Obj,
                 now: float, scaling_up: bool) -> int:
-    """How far the policies let replicas go from current, given recent scale events (upstream's
-    calculateScaleUpLimitWithScalingRules and calculateScaleDownLimitWithBehaviors)."""
+    """How far the scaling policies let replicas go from current, given the recent scale events."""
     select = rules.get("selectPolicy") or "Max"
     if select == "Disabled":
         return current
@@ -418,7 +409,7 @@ class HorizontalPodAutoscalerController(Controller):
                       "the HPA controller was able to get the target's current scale")
         current = (scale.get("spec") or {}).get("replicas") or 0
         low, high = spec.get("minReplicas", 1), spec.get("maxReplicas", 1)
-        statuses = status.get("currentMetrics")
+        statuses: list[Obj] = []
         reason = ""
         if current == 0 and low != 0:
             desired = 0

@@ -169,7 +169,8 @@ class NodeIpamController(Controller):
                 allocated.append(cidr_set.allocate())
         except CidrFullError as exc:
             self._release(key)
-            log.warning("%s: node %s: %s; retrying with backoff", self.name, key, exc)
+            level = logging.WARNING if self.queue.num_requeues(key) == 0 else logging.DEBUG
+            log.log(level, "%s: node %s: %s; retrying with backoff", self.name, key, exc)
             self.recorder.event(node, "Normal", "CIDRNotAvailable", f"Node {key} status is now: CIDRNotAvailable")
             return Requeue()
         updated = copy.deepcopy(node)

@@ -1,11 +1,4 @@
-"""Node lifecycle and taint-based eviction (upstream's node-lifecycle and taint-eviction controllers).
-
-NodeLifecycleController watches kubelet heartbeats (the Ready condition's lastHeartbeatTime and the node's
-Lease in kube-node-lease); a node silent for the grace period gets its conditions set to Unknown. Every node
-gets the taints its conditions call for (unreachable/not-ready NoExecute and the NoSchedule ones), and pods on
-a node that is not Ready get their Ready condition set False. TaintEvictionController deletes pods from nodes
-with NoExecute taints they do not tolerate, at once or after their tolerationSeconds.
-"""
+"""Node lifecycle (silent nodes go Unknown, taints follow conditions) and taint-based eviction of pods."""
 
 from __future__ import annotations
 
@@ -105,8 +98,7 @@ def zone_of(node: Obj) -> str:
 
 
 def all_zones_fully_disrupted(nodes: list[Obj]) -> bool:
-    """True when every zone has nodes and none of them Ready: upstream then suspects the control plane's own
-    network, stops evicting and removes the NoExecute taints."""
+    """True when no zone has a Ready node: upstream then blames the control plane's network and stops evicting."""
     zones: dict[str, bool] = {}
     for node in nodes:
         zone = zone_of(node)
@@ -221,8 +213,7 @@ class NodeLifecycleController(Controller):
                                 f"Node {node['metadata']['name']} status is now: NodeNotReady")
 
     def _update_disruption(self) -> None:
-        """Track full disruption; on a change, re-taint every node (and give every node a fresh grace period
-        when leaving it, as upstream does)."""
+        """Track full disruption; on a change re-taint every node (and, leaving it, restart every grace period)."""
         disrupted = all_zones_fully_disrupted(self.nodes.store.list())
         if disrupted == self.disrupted:
             return

@@ -1,9 +1,4 @@
-"""Hollow nodes (kubemark's idea): many simulated kubelets in one process, on one client and one pod informer.
-
-Each hollow node registers a Node, renews its Lease and posts its Ready heartbeat (both staggered over
-their intervals in small batches), and runs the pods bound to it on the fake runtime: they get an IP from
-the node's podCIDR, turn Running and Ready, and are finished (deleted with grace 0) once deleted gracefully.
-"""
+"""Hollow nodes (kubemark's idea): many simulated kubelets in one process, on one client and one pod informer."""
 
 from __future__ import annotations
 
@@ -20,15 +15,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubelite.client.config import load_config
-from kubelite.client.errors import ApiError, is_already_exists, is_conflict, is_not_found
+from kubelite.client.config import ClientConfig, load_config
+from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exists, is_conflict, is_not_found
 from kubelite.client.informer import Informer
 from kubelite.client.resources import LEASES, NODES, PODS
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import NODE_NAME_INDEX, key_of
 from kubelite.client.timestamps import now_micro_time, now_time
 from kubelite.client.workqueue import WorkQueue
-from kubelite.kubelet.runtime.fake import CONTAINER_RUNNING, Container, ContainerConfig, FakeRuntime
+from kubelite.kubelet.runtime.fake import (
+    CONTAINER_RUNNING,
+    RUNTIME_NAME,
+    RUNTIME_VERSION,
+    Container,
+    ContainerConfig,
+    FakeRuntime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ EXIT_CODE_ANNOTATION = "kubelite.io/hollow-exit-code"
 TICK = 0.1
 """Seconds between batches: a periodic action reaches interval/TICK slices of the nodes in turn."""
 REGISTER_CONCURRENCY = 32
-POD_WORKERS = 32
+REGISTER_BACKOFF_MAX = 7.0
+POD_WORKERS = 8
 CIDR_RECHECK = 5.0
 """Seconds before asking the API server again for a node's podCIDR that was not assigned yet."""
 NODE_ADDRESSES = ipaddress.ip_network("10.192.0.0/10")
@@ -183,19 +186,20 @@ def node_object(node: HollowNode, template: NodeTemplate) -> Obj:
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {"machineID": machine.hex, "systemUUID": str(machine), "bootID": str(uuid.uuid4()),
                          "kernelVersion": platform.release(), "osImage": "kubelite hollow node",
-                         "containerRuntimeVersion": "fake://0.1.0", "kubeletVersion": KUBELET_VERSION,
-                         "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+                         "containerRuntimeVersion": f"{RUNTIME_NAME}://{RUNTIME_VERSION}",
+                         "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": "", "operatingSystem": "linux",
+                         "architecture": "amd64"},
             "conditions": node_conditions(node.ready_since, node.ready_since),
         },
     }
 
 
 def exit_code_of(pod: Obj) -> int | None:
-    """The exit code the annotation asks the pod's containers for; None (run forever) under restartPolicy Always."""
-    value = ((pod["metadata"].get("annotations") or {}).get(EXIT_CODE_ANNOTATION))
+    """The exit code the annotation asks for (1 if not a number); None (run forever) under restartPolicy Always."""
+    value = (pod["metadata"].get("annotations") or {}).get(EXIT_CODE_ANNOTATION)
     if value is None or (pod.get("spec") or {}).get("restartPolicy", "Always") == "Always":
         return None
-    return int(value)
+    return int(value) if value.strip().lstrip("-").isdigit() else 1
 
 
 def _container_status(pod: Obj, container: Container, restart_policy: str) -> Obj:
@@ -284,8 +288,17 @@ class HollowFleet:
         limit = asyncio.Semaphore(REGISTER_CONCURRENCY)
 
         async def register(node: HollowNode) -> None:
-            async with limit:
-                await self._register(node)
+            """Register, retrying as the kubelet does (backoff doubling up to 7 s) until it works."""
+            delay = 0.1
+            while True:
+                try:
+                    async with limit:
+                        await self._register(node)
+                    return
+                except (ApiError, *CONNECTION_ERRORS) as exc:
+                    log.warning("registering hollow node %s failed: %s; retrying in %.1fs", node.name, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, REGISTER_BACKOFF_MAX)
 
         await asyncio.gather(*(register(node) for node in self.nodes.values()))
         log.info("registered %d hollow nodes", len(self.nodes))
@@ -304,18 +317,18 @@ class HollowFleet:
             await self.pods.stop()
 
     async def _register(self, node: HollowNode) -> None:
-        """Create the Node (or adopt an existing one), post its status, and create its Lease."""
+        """Create the Node with its status (or adopt an existing one and post its status), then its Lease."""
         node.ready_since = now_time()
         body = node_object(node, self.template)
         try:
-            created = await self.client.create(NODES, body)
+            registered = await self.client.create(NODES, body)
         except ApiError as exc:
             if not is_already_exists(exc):
                 raise
-            created = await self.client.get(NODES, node.name)
-        node.uid = created["metadata"]["uid"]
-        node.pod_cidr = (created.get("spec") or {}).get("podCIDR", "")
-        await self.client.patch(NODES, node.name, {"status": body["status"]}, type="strategic", subresource="status")
+            registered = await self.client.patch(NODES, node.name, {"status": body["status"]}, type="strategic",
+                                                 subresource="status")
+        node.uid = registered["metadata"]["uid"]
+        node.pod_cidr = (registered.get("spec") or {}).get("podCIDR", "")
         await self._renew_lease(node)
 
     def _lease_object(self, node: HollowNode) -> Obj:
@@ -477,14 +490,15 @@ class HollowFleet:
                 raise
 
 
-async def run_hollow_nodes(kubeconfig: str | None, count: int, prefix: str = "hollow-node", cpu: str = "4",
-                           memory: str = "16Gi", pods: int = 110, labels: dict[str, str] | None = None,
+async def run_hollow_nodes(kubeconfig: str | ClientConfig | None, count: int, prefix: str = "hollow-node",
+                           cpu: str = "4", memory: str = "16Gi", pods: int = 110, labels: dict[str, str] | None = None,
                            taints: list | None = None, *, lease_interval: float = 10.0,
                            status_interval: float = 40.0) -> None:
-    """Run `count` hollow nodes named <prefix>-<i> until cancelled (`kubelite hollow-nodes`)."""
+    """Run `count` hollow nodes named <prefix>-<i> until cancelled, given a kubeconfig path or a ClientConfig."""
     template = NodeTemplate(cpu, memory, pods, dict(labels or {}), list(taints or []))
     qps = 20 + count / 4
-    async with ApiClient(load_config(kubeconfig), qps=qps, burst=int(2 * qps),
+    config = kubeconfig if isinstance(kubeconfig, ClientConfig) else load_config(kubeconfig)
+    async with ApiClient(config, qps=qps, burst=int(2 * qps),
                          user_agent=f"kubelite-hollow-node/{KUBELET_VERSION}") as client:
         fleet = HollowFleet(client, prefix, count, template, lease_interval=lease_interval,
                             status_interval=status_interval)

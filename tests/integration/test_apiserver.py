@@ -265,3 +265,19 @@ async def test_priority_class_admission_and_binding_condition(api: tuple[ApiServ
             "status": {"allocatable": {"cpu": "4", "pods": "110"}}}
     created_node = await (await client.post("/api/v1/nodes", data=orjson.dumps(node))).json()
     assert created_node["status"]["allocatable"]["cpu"] == "4"
+
+
+async def test_status_write_returns_the_new_resource_version(api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    hpa = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "st"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "maxReplicas": 3}, "status": {}}
+    created = await (await client.post("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+                                       data=orjson.dumps(hpa))).json()
+    assert created["metadata"]["resourceVersion"], created
+    created["status"] = {"currentReplicas": 2, "desiredReplicas": 2}
+    url = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/st"
+    updated = await (await client.put(f"{url}/status", data=orjson.dumps(created))).json()
+    again = await (await client.get(url)).json()
+    assert updated["metadata"]["resourceVersion"] == again["metadata"]["resourceVersion"]
+    assert int(updated["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])

@@ -1,9 +1,4 @@
-"""Hollow nodes and the node controllers against a real `kubelite server`: registration, pod CIDRs, pods
-running on hollow nodes, heartbeat loss (Unknown, taints, evictions), recovery, and the HPA without metrics.
-
-The controllers run in this process with short periods; the server runs without its controller-manager so
-that no second copy of them (with the default periods) races them.
-"""
+"""Hollow nodes and the node controllers (run here, with short periods) against a real `kubelite server`."""
 
 from __future__ import annotations
 
@@ -27,13 +22,16 @@ from tests.e2e.conftest import Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
 GRACE = 3.0
+CLUSTER_CIDR = "10.42.0.0/22"
+"""Room for four node subnets: the fourth node must get exactly the one left."""
 TOLERATION_SECONDS = 5
-FAST = {"lease_interval": 0.5, "status_interval": 2.0}
+FAST = {"lease_interval": 0.5, "status_interval": 10.0}
+"""Within the grace period only the Lease shows a kubelet is alive (as with upstream's 10 s and 5 min)."""
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """start_server, with --disable-controller-manager added to the `kubelite server` command."""
+    """start_server plus --disable-controller-manager: no second copy of the controllers may race these."""
     real_popen = subprocess.Popen
 
     def popen(args: list[str], *rest: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -113,8 +111,7 @@ async def test_hollow_nodes_lifecycle_ipam_and_eviction(server: Cluster, client:
     lifecycle = NodeLifecycleController(client, informers, grace_period=GRACE, monitor_period=0.5)
     eviction = TaintEvictionController(client, informers)
     async with controllers(lifecycle, eviction), hollow(server, 3, "hollow"):
-        ipam = NodeIpamController(client)
-        async with controllers(ipam):
+        async with controllers(NodeIpamController(client, cluster_cidr=CLUSTER_CIDR)):
             async def registered() -> list[Obj]:
                 nodes = [await client.get(NODES, f"hollow-{i}") for i in range(3)]
                 return nodes if all(ready(n) == "True" and n["spec"].get("podCIDR") for n in nodes) else []
@@ -124,11 +121,17 @@ async def test_hollow_nodes_lifecycle_ipam_and_eviction(server: Cluster, client:
         assert len(set(cidrs)) == 3
         for node, cidr in zip(nodes, cidrs, strict=True):
             assert node["spec"]["podCIDRs"] == [cidr]
-            assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("10.42.0.0/16"))
+            assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network(CLUSTER_CIDR))
             assert ipaddress.ip_network(cidr).prefixlen == 24
             assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.33.0"
             assert node["metadata"]["labels"]["kubernetes.io/hostname"] == node["metadata"]["name"]
             assert not [t for t in node["spec"].get("taints") or [] if t["key"].startswith("node.kubernetes.io/")]
+
+        # Lease renewals alone keep nodes healthy: their status heartbeat is rarer than the grace period.
+        deadline = time.monotonic() + GRACE + 2
+        while time.monotonic() < deadline:
+            assert [ready(await client.get(NODES, f"hollow-{i}")) for i in range(3)] == ["True"] * 3
+            await asyncio.sleep(0.3)
 
         # A pod bound to a hollow node runs there, with an IP from that node's podCIDR.
         await client.create(PODS, pod("web", "hollow-1"), ns)
@@ -143,11 +146,15 @@ async def test_hollow_nodes_lifecycle_ipam_and_eviction(server: Cluster, client:
         assert {c["type"] for c in web["status"]["conditions"] if c["status"] == "True"} >= {
             "PodScheduled", "Initialized", "ContainersReady", "Ready"}
 
-        # A restarted allocator rebuilds from existing nodes: a new node gets a subnet nobody has.
-        async with controllers(NodeIpamController(client)), hollow(server, 1, "doomed") as doomed:
-            doomed_node = await eventually(
-                lambda: _with_cidr(client, "doomed-0"), what="doomed-0 with a podCIDR")
-            assert doomed_node["spec"]["podCIDR"] not in cidrs
+        # A node registers while no allocator runs; a new allocator rebuilds from the nodes before it
+        # allocates (doomed-0 is listed first), so the node gets the one subnet nobody has.
+        left = {str(n) for n in ipaddress.ip_network(CLUSTER_CIDR).subnets(new_prefix=24)} - set(cidrs)
+        async with hollow(server, 1, "doomed") as doomed:
+            await eventually(lambda: _is_ready_node(client, "doomed-0"), what="doomed-0 registered")
+            async with controllers(NodeIpamController(client, cluster_cidr=CLUSTER_CIDR)):
+                doomed_node = await eventually(
+                    lambda: _with_cidr(client, "doomed-0"), what="doomed-0 with a podCIDR")
+            assert {doomed_node["spec"]["podCIDR"]} == left
             intolerant = [{"key": UNREACHABLE, "operator": "Equal", "value": "other", "effect": "NoExecute"}]
             patient = [{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute",
                         "tolerationSeconds": TOLERATION_SECONDS}]
@@ -198,6 +205,10 @@ async def test_hollow_nodes_lifecycle_ipam_and_eviction(server: Cluster, client:
         await client.delete(PODS, "web", ns)
         await eventually(lambda: _gone(client, "web", ns), what="web deleted")
     await informers.stop()
+
+
+async def _is_ready_node(client: ApiClient, name: str) -> bool:
+    return ready(await client.get(NODES, name)) == "True"
 
 
 async def _with_cidr(client: ApiClient, name: str) -> Obj:

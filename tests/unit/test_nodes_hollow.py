@@ -135,6 +135,7 @@ def test_running_pod_status() -> None:
 def test_exit_codes() -> None:
     assert exit_code_of(pod("Always", "1")) is None
     assert exit_code_of(pod("Never")) is None
+    assert exit_code_of(pod("Never", "oops")) == 1
     succeeded = run(pod("Never", "0"))
     assert succeeded["phase"] == "Succeeded"
     assert conditions(succeeded)["Ready"]["reason"] == "PodCompleted"

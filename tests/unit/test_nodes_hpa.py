@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from kubelite.client.controller import Requeue
+from kubelite.client.errors import ApiError
 from kubelite.controllers.horizontalpodautoscaler import (
+    HorizontalPodAutoscalerController,
     MetricError,
     Normalizer,
     PodMetric,
@@ -156,3 +160,83 @@ def test_scale_up_rate_and_bounds() -> None:
     assert replicas == 3 and conditions[1][2] == "TooFewReplicas"
     normalizer.forget("k")
     assert "k" not in normalizer.recommendations and "k" not in normalizer.up_events
+
+
+class StubClient:
+    """The calls the HPA controller makes: the target's scale, the metrics API, and its writes."""
+
+    def __init__(self, metrics: list[Obj] | None, replicas: int = 3) -> None:
+        self.metrics = metrics
+        self.scale = {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web", "namespace": "d"},
+                      "spec": {"replicas": replicas}, "status": {"replicas": replicas, "selector": "app=web"}}
+        self.scaled: list[int] = []
+        self.statuses: list[Obj] = []
+
+    async def get(self, resource: Any, name: str, namespace: str | None = None, **_: Any) -> Obj:
+        return self.scale
+
+    async def request(self, method: str, path: str, **_: Any) -> Obj:
+        assert path == "/apis/metrics.k8s.io/v1beta1/namespaces/d/pods"
+        if self.metrics is None:
+            raise ApiError({"code": 404, "reason": "NotFound", "message": "the server could not find the requested "
+                                                                            "resource"})
+        return {"items": self.metrics}
+
+    async def update(self, resource: Any, obj: Obj, namespace: str | None = None, **_: Any) -> Obj:
+        self.scaled.append(obj["spec"]["replicas"])
+        return obj
+
+    async def update_status(self, resource: Any, obj: Obj, namespace: str | None = None) -> Obj:
+        self.statuses.append(obj["status"])
+        return obj
+
+    async def create(self, resource: Any, obj: Obj, namespace: str | None = None, **_: Any) -> Obj:
+        return obj
+
+
+def controller_with(client: StubClient, pods: int) -> HorizontalPodAutoscalerController:
+    controller = HorizontalPodAutoscalerController(client)  # type: ignore[arg-type]
+    metric = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                                       "averageUtilization": 50}}}
+    controller.hpas.store.put({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "d", "generation": 1},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 10, "metrics": [metric]}})
+    for i in range(pods):
+        p = pod(f"web-{i}", "100m")
+        p["metadata"].update(namespace="d", labels={"app": "web"})
+        controller.pods.store.put(p)
+    return controller
+
+
+async def test_controller_scales_through_the_scale_subresource() -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    usage = [{"metadata": {"name": f"web-{i}"}, "timestamp": now, "window": "30s",
+              "containers": [{"name": "c", "usage": {"cpu": "200m"}}]} for i in range(3)]
+    client = StubClient(usage)
+    controller = controller_with(client, 3)
+    result = await controller.reconcile("d/web")
+    assert isinstance(result, Requeue) and result.after == controller.sync_period
+    assert client.scaled == [7]  # 12 wanted; the default scale-up policy allows max(3 + 4, 3 * 2)
+    status = client.statuses[-1]
+    assert status["currentReplicas"] == 3 and status["desiredReplicas"] == 7 and status["lastScaleTime"]
+    assert status["currentMetrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "current": {"averageUtilization": 200, "averageValue": "200m"}}}]
+    reasons = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert reasons == {"AbleToScale": ("True", "SucceededRescale"), "ScalingActive": ("True", "ValidMetricFound"),
+                       "ScalingLimited": ("True", "ScaleUpLimit")}
+    await controller.recorder.close()
+
+
+async def test_controller_without_metrics_api_does_not_scale() -> None:
+    client = StubClient(None)
+    controller = controller_with(client, 3)
+    await controller.reconcile("d/web")
+    assert client.scaled == []
+    status = client.statuses[-1]
+    active = [c for c in status["conditions"] if c["type"] == "ScalingActive"][0]
+    assert (active["status"], active["reason"]) == ("False", "FailedGetResourceMetric")
+    assert active["message"].endswith("the server could not find the requested resource (get pods.metrics.k8s.io)")
+    assert status["currentMetrics"] == [{"type": ""}] and status["currentReplicas"] == 3
+    await controller.recorder.close()

@@ -70,10 +70,6 @@ class FakeRuntime:
         self.containers: dict[str, Container] = {}
         self._ids = itertools.count(1)
 
-    def version(self) -> tuple[str, str]:
-        """(runtime name, runtime version), as CRI's Version reports them."""
-        return RUNTIME_NAME, RUNTIME_VERSION
-
     def _new_id(self) -> str:
         return f"{next(self._ids):064x}"
 
