@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from kubelite.controllers.horizontalpodautoscaler import HorizontalPodAutoscaler
 from kubelite.controllers.nodeipam import NodeIpamController
 from kubelite.controllers.nodelifecycle import UNREACHABLE, NodeLifecycleController, TaintEvictionController
 from kubelite.kubelet.hollow import run_hollow_nodes
-from tests.e2e.conftest import Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
 GRACE = 3.0
@@ -31,17 +30,8 @@ FAST = {"lease_interval": 0.5, "status_interval": 10.0}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """start_server plus --disable-controller-manager: no second copy of the controllers may race these."""
-    real_popen = subprocess.Popen
-
-    def popen(args: list[str], *rest: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        if "server" in args and "--disable-agent" in args:
-            args = [*args, "--disable-controller-manager"]
-        return real_popen(args, *rest, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(subprocess, "Popen", popen)
-        running = start_server(tmp_path_factory.mktemp("nodes"), free_port())
+    """The API server alone: no second copy of the controllers may race the ones under test."""
+    running = start_server(tmp_path_factory.mktemp("nodes"), free_port(), *API_ONLY)
     yield running
     stop_server(running)
 
