@@ -7,6 +7,8 @@ import ipaddress
 import itertools
 import logging
 import platform
+import re
+import shlex
 import time
 import uuid
 import zlib
@@ -200,6 +202,42 @@ def exit_code_of(pod: Obj) -> int | None:
     if value is None or (pod.get("spec") or {}).get("restartPolicy", "Always") == "Always":
         return None
     return int(value) if value.strip().lstrip("-").isdigit() else 1
+
+
+_EXIT = re.compile(r"exit\s+(\d+)")
+
+
+def command_behaviour(argv: list[str]) -> tuple[int | None, float]:
+    """(exit code or None to run until deleted, seconds before it exits) for the commands a real container
+    would end on: `true`, `false`, `sleep N`, `sh -c "exit N"` (and scripts made only of these)."""
+    if not argv:
+        return None, 0.0
+    program = argv[0].rsplit("/", 1)[-1]
+    if program in ("sh", "bash", "ash") and len(argv) >= 3 and argv[1] == "-c":
+        script = argv[2].strip()
+        if match := _EXIT.fullmatch(script):
+            return int(match.group(1)), 0.0
+        return command_behaviour(shlex.split(script)) if ";" not in script and "&" not in script else (None, 0.0)
+    if program == "true":
+        return 0, 0.0
+    if program == "false":
+        return 1, 0.0
+    if program == "sleep" and len(argv) == 2:
+        try:
+            return 0, float(argv[1])
+        except ValueError:
+            return None, 0.0
+    return None, 0.0
+
+
+def container_behaviour(pod: Obj, container: Obj) -> tuple[int | None, float]:
+    """How a hollow container ends: the test annotation if set, else what its command does; never under Always."""
+    if (pod.get("spec") or {}).get("restartPolicy", "Always") == "Always":
+        return None, 0.0
+    annotated = exit_code_of(pod)
+    if annotated is not None:
+        return annotated, 0.0
+    return command_behaviour([*(container.get("command") or []), *(container.get("args") or [])])
 
 
 def _container_status(pod: Obj, container: Container, restart_policy: str) -> Obj:
@@ -448,17 +486,22 @@ class HollowFleet:
                 pool.reserve(old_ip)
             ip = old_ip or pool.allocate()
         sandbox = self.runtime.run_pod_sandbox(meta["name"], meta["namespace"], meta["uid"], ip)
-        exit_code = exit_code_of(pod)
         for container in spec.get("initContainers") or []:
             sidecar = container.get("restartPolicy") == "Always"
-            self._run_container(sandbox, container, None if sidecar else 0)
+            self._run_container(sandbox, container, (None, 0.0) if sidecar else (0, 0.0))
+        longest = 0.0
         for container in spec.get("containers") or []:
-            self._run_container(sandbox, container, exit_code)
+            exit_code, runs_for = container_behaviour(pod, container)
+            self._run_container(sandbox, container, (exit_code, runs_for))
+            if exit_code is not None:
+                longest = max(longest, runs_for)
+        if longest:
+            self.queue.add_after(key, longest + 0.05)
         running = self._running[key] = RunningPod(meta["uid"], sandbox, ip, pool)
         return running
 
-    def _run_container(self, sandbox: str, container: Obj, exit_code: int | None) -> None:
-        config = ContainerConfig(container["name"], container.get("image", ""), exit_code)
+    def _run_container(self, sandbox: str, container: Obj, behaviour: tuple[int | None, float]) -> None:
+        config = ContainerConfig(container["name"], container.get("image", ""), *behaviour)
         self.runtime.start_container(self.runtime.create_container(sandbox, config))
 
     async def _pool(self, node: HollowNode) -> IpPool:

@@ -158,3 +158,18 @@ def test_status_keeps_transition_times_when_nothing_changed() -> None:
     again = run(p)
     assert all(c["lastTransitionTime"] == "earlier" for c in again["conditions"])
     assert again["startTime"] == "started"
+
+
+def test_commands_end_like_real_containers() -> None:
+    from kubelite.kubelet.hollow import command_behaviour, container_behaviour
+
+    assert command_behaviour(["true"]) == (0, 0.0)
+    assert command_behaviour(["/bin/false"]) == (1, 0.0)
+    assert command_behaviour(["sh", "-c", "exit 3"]) == (3, 0.0)
+    assert command_behaviour(["sleep", "2"]) == (0, 2.0)
+    assert command_behaviour(["sh", "-c", "sleep 1"]) == (0, 1.0)
+    assert command_behaviour(["nginx"]) == (None, 0.0)
+    assert command_behaviour([]) == (None, 0.0)
+    job_pod = {"metadata": {}, "spec": {"restartPolicy": "Never"}}
+    assert container_behaviour(job_pod, {"command": ["sh", "-c"], "args": ["exit 2"]}) == (2, 0.0)
+    assert container_behaviour({"metadata": {}, "spec": {}}, {"command": ["true"]}) == (None, 0.0)

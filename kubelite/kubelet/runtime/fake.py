@@ -40,6 +40,8 @@ class ContainerConfig:
     name: str
     image: str
     exit_code: int | None = None
+    runs_for: float = 0.0
+    """Seconds the container runs before it exits with exit_code (a `sleep N`)."""
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class Container:
     state: str = CONTAINER_CREATED
     started_at: float = 0.0
     finished_at: float = 0.0
+    runs_for: float = 0.0
 
     @property
     def reason(self) -> str:
@@ -107,21 +110,28 @@ class FakeRuntime:
         sandbox = self.pod_sandbox_status(sandbox_id)
         if sandbox.state != SANDBOX_READY:
             raise ValueError(f"sandbox {sandbox_id} is not ready")
-        container = Container(self._new_id(), sandbox_id, config.name, config.image, config.exit_code, time.time())
+        container = Container(self._new_id(), sandbox_id, config.name, config.image, config.exit_code, time.time(),
+                              runs_for=config.runs_for)
         self.containers[container.id] = container
         sandbox.containers.append(container.id)
         return container.id
 
     def start_container(self, container_id: str) -> None:
-        """Start a created container; one configured with an exit code exits at once."""
+        """Start a created container; one configured with an exit code exits after runs_for seconds."""
         container = self.container_status(container_id)
         if container.state != CONTAINER_CREATED:
             raise ValueError(f"container {container_id} is {container.state}, not created")
         container.started_at = time.time()
         container.state = CONTAINER_RUNNING
-        if container.exit_code is not None:
+        self._settle(container)
+
+    @staticmethod
+    def _settle(container: Container) -> None:
+        """Move a running container whose run time is over to exited."""
+        if container.state == CONTAINER_RUNNING and container.exit_code is not None and \
+                time.time() >= container.started_at + container.runs_for:
             container.state = CONTAINER_EXITED
-            container.finished_at = container.started_at
+            container.finished_at = container.started_at + container.runs_for
 
     def stop_container(self, container_id: str) -> None:
         """Stop a running container as SIGKILL would (exit code 137); no-op otherwise."""
@@ -140,4 +150,7 @@ class FakeRuntime:
 
     def list_containers(self, sandbox_id: str) -> list[Container]:
         """The containers of a sandbox, in creation order."""
-        return [self.containers[c] for c in self.pod_sandbox_status(sandbox_id).containers]
+        containers = [self.containers[c] for c in self.pod_sandbox_status(sandbox_id).containers]
+        for container in containers:
+            self._settle(container)
+        return containers
