@@ -2,6 +2,13 @@
 
 REGISTRY: dict[str, str] = {
     # name (as kube-controller-manager's --controllers calls it): "module:Class"
+    "replicaset": "kubelite.controllers.replicaset:ReplicaSetController",
+    "replicationcontroller": "kubelite.controllers.replicaset:ReplicationManager",
+    "deployment": "kubelite.controllers.deployment:DeploymentController",
+    "statefulset": "kubelite.controllers.statefulset:StatefulSetController",
+    "daemonset": "kubelite.controllers.daemonset:DaemonSetController",
+    "job": "kubelite.controllers.job:JobController",
+    "cronjob": "kubelite.controllers.cronjob:CronJobController",
     "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
     "namespace": "kubelite.controllers.namespace:NamespaceController",
     "podgc": "kubelite.controllers.podgc:PodGC",

@@ -198,8 +198,7 @@ def timed_out(d: Obj, status: Obj) -> bool:
 
 
 def set_new_rs_annotations(d: Obj, rs: Obj, new_revision: int, exists: bool) -> bool:
-    """Copy the deployment's annotations, raise the revision (keeping the history of revisions) and, for a new
-    ReplicaSet, set the replica annotations; True if anything changed."""
+    """SetNewReplicaSetAnnotations: copied annotations, raised revision (with its history); True if changed."""
     annotations = rs["metadata"].setdefault("annotations", {})
     changed = False
     for key, value in (d["metadata"].get("annotations") or {}).items():
@@ -300,9 +299,8 @@ class DeploymentController(WorkloadController):
         """SetDeploymentRevision: the deployment's revision annotation follows its new ReplicaSet's."""
         if (d["metadata"].get("annotations") or {}).get(REVISION) == revision:
             return
-        written = await self.client.patch(DEPLOYMENTS, d["metadata"]["name"],
-                                          {"metadata": {"annotations": {REVISION: revision}}},
-                                          d["metadata"]["namespace"])
+        patch = {"metadata": {"annotations": {REVISION: revision}, "resourceVersion": d["metadata"]["resourceVersion"]}}
+        written = await self.client.patch(DEPLOYMENTS, d["metadata"]["name"], patch, d["metadata"]["namespace"])
         d["metadata"] = written["metadata"]
 
     async def new_and_old(self, d: Obj, sets: list[Obj], create: bool) -> tuple[Obj | None, list[Obj]]:
@@ -331,8 +329,7 @@ class DeploymentController(WorkloadController):
         return await self.create_new(d, olds, new_revision), olds
 
     async def create_new(self, d: Obj, olds: list[Obj], new_revision: int) -> Obj:
-        """Create `<deployment>-<pod-template-hash>`; a same-named ReplicaSet of another template bumps
-        status.collisionCount (and the next sync hashes again)."""
+        """Create <deployment>-<pod-template-hash>; a name clash with another template bumps collisionCount."""
         meta, status = d["metadata"], copy.deepcopy(d.get("status") or {})
         hash_ = fnv_hash(d["spec"]["template"], status.get("collisionCount"))
         template = copy.deepcopy(d["spec"]["template"])

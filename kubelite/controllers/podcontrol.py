@@ -1,5 +1,4 @@
-"""What the workload controllers share: a base with events and pod expectations, pods from templates, owner
-references and adoption, deletion ranking, slow-start batches, intOrPercent scaling and controller history."""
+"""What the workload controllers share: pod control, expectations, adoption, deletion ranking, revision history."""
 
 from __future__ import annotations
 
@@ -203,6 +202,7 @@ async def slow_start_batch(count: int, call: Callable[[int], Awaitable[Any]],
     """Run call(0..count-1) in batches of 1, 2, 4, ...; stop after a batch with a failure: (successes, error)."""
 
     async def attempt(index: int) -> Exception | None:
+        """One call, its exception returned rather than raised."""
         try:
             await call(index)
         except Exception as exc:
@@ -288,31 +288,31 @@ class WorkloadController(Controller):
         finally:
             await self.recorder.close()
 
-    def watch_pods(self, orphan_keys: Callable[[Obj], list[str]] | None = None) -> Informer:
-        """The pod informer: pod events lower expectations and queue the owner (or, for orphans, candidates)."""
+    def watch_pods(self, owners: Informer) -> Informer:
+        """The pod informer: events lower expectations and queue the owner (for orphans, the owners selecting them)."""
         informer = self.informer(PODS)
-        informer.add_handlers(on_add=lambda pod: self._pod_added(pod, orphan_keys),
-                              on_update=lambda old, new: self._pod_updated(old, new, orphan_keys),
+        informer.add_handlers(on_add=lambda pod: self._pod_added(pod, owners),
+                              on_update=lambda old, new: self._pod_updated(old, new, owners),
                               on_delete=self._pod_deleted)
         return informer
 
-    def _pod_added(self, pod: Obj, orphan_keys: Callable[[Obj], list[str]] | None) -> None:
+    def _pod_added(self, pod: Obj, owners: Informer) -> None:
         if pod["metadata"].get("deletionTimestamp"):
             self._pod_deleted(pod)
             return
         keys = self._owner_keys(pod)
         for key in keys:
             self.expectations.creation_observed(key)
-        self.enqueue(keys or (orphan_keys(pod) if orphan_keys else []))
+        self.enqueue(keys or self.selecting(owners, pod))
 
-    def _pod_updated(self, old: Obj, new: Obj, orphan_keys: Callable[[Obj], list[str]] | None) -> None:
+    def _pod_updated(self, old: Obj, new: Obj, owners: Informer) -> None:
         old_keys, new_keys = self._owner_keys(old), self._owner_keys(new)
         if new["metadata"].get("deletionTimestamp"):
             for key in new_keys:
                 self.expectations.deletion_observed(key, key_of(new))
         keys = {*old_keys, *new_keys}
-        if not new_keys and orphan_keys and (labels_of(old) != labels_of(new) or old_keys):
-            keys.update(orphan_keys(new))
+        if not new_keys and (labels_of(old) != labels_of(new) or old_keys):
+            keys.update(self.selecting(owners, new))
         self.enqueue(keys)
 
     def _pod_deleted(self, pod: Obj) -> None:

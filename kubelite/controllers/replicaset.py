@@ -41,7 +41,7 @@ class ReplicaSetController(WorkloadController):
         """Watch the sets and their pods."""
         super().setup()
         self.sets = self.watch(self.resource)
-        self.pods = self.watch_pods(lambda pod: self.selecting(self.sets, pod))
+        self.pods = self.watch_pods(self.sets)
 
     async def reconcile(self, key: str) -> Requeue | None:
         """Claim the pods, create or delete the difference once expectations are met, then write status."""
@@ -76,6 +76,7 @@ class ReplicaSetController(WorkloadController):
             template = owner["spec"].get("template") or {}
 
             async def create(_: int) -> None:
+                """Create one pod of the template."""
                 await self.create_pod(owner, pod_from_template(template, owner, generateName=f"{meta['name']}-"))
 
             successes, error = await slow_start_batch(count, create)
@@ -86,6 +87,7 @@ class ReplicaSetController(WorkloadController):
             self.expectations.expect(key, deletions=[key_of(p) for p in doomed])
 
             async def delete(pod: Obj) -> Exception | None:
+                """Delete one pod; a failure is returned and no longer expected."""
                 try:
                     if not await self.delete_pod(owner, pod):
                         self.expectations.deletion_observed(key, key_of(pod))

@@ -1,5 +1,4 @@
-"""StatefulSets: pods with stable names, hostnames and volume claims, made, updated and removed in ordinal order
-(upstream statefulset controller)."""
+"""StatefulSets: pods with stable names, hostnames and claims, handled in ordinal order (upstream statefulset)."""
 
 from __future__ import annotations
 
@@ -81,7 +80,7 @@ class StatefulSetController(WorkloadController):
         """Watch sets and pods; cache revisions and claims."""
         super().setup()
         self.sets = self.watch(STATEFULSETS)
-        self.pods = self.watch_pods(lambda pod: self.selecting(self.sets, pod))
+        self.pods = self.watch_pods(self.sets)
         self.revisions = self.informer(CONTROLLERREVISIONS)
         self.claims = self.informer(PERSISTENTVOLUMECLAIMS)
 
@@ -260,8 +259,7 @@ class StatefulSetController(WorkloadController):
                                     sts["metadata"]["namespace"])
 
     def claim_refs(self, sts: Obj, pod: Obj, claim: Obj, start: int) -> list[Obj]:
-        """The claim's owner references under persistentVolumeClaimRetentionPolicy: the set's when claims go with
-        the set, the pod's when they go with a scaled-down pod."""
+        """The claim's owner references under persistentVolumeClaimRetentionPolicy (the set's or the pod's)."""
         policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
         scaled_down = not start <= parent_and_ordinal(pod)[1] < start + sts["spec"].get("replicas", 1)
         by_pod = policy.get("whenScaled") == "Delete" and scaled_down

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubelite.client import ApiClient, SharedInformerFactory, is_not_found, load_kubeconfig, run_controllers
+from kubelite.client import ApiClient, SharedInformerFactory, load_kubeconfig, run_controllers
 from kubelite.client.controller import Controller
 from kubelite.client.errors import ApiError
 from kubelite.client.resources import (
@@ -37,7 +37,7 @@ from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.job import JobController
 from kubelite.controllers.replicaset import ReplicaSetController, ReplicationManager
 from kubelite.controllers.statefulset import StatefulSetController
-from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import API_ONLY, KUBECTL, Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
 Factory = Callable[[ApiClient, SharedInformerFactory], Controller]
@@ -46,7 +46,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("workloads"), free_port())
+    running = start_server(tmp_path_factory.mktemp("workloads"), free_port(), *API_ONLY)
     yield running
     stop_server(running)
 
@@ -161,10 +161,12 @@ async def events_of(api: ApiClient, ns: str, name: str) -> list[tuple[str, str]]
     return [(e["reason"], e["message"]) for e in items if e["involvedObject"]["name"] == name]
 
 
-async def kubectl(server: Cluster, *args: str, timeout: float = 60) -> tuple[int, str]:
+async def kubectl(server: Cluster, *args: str) -> tuple[int, str]:
+    """Run the real kubectl against the server: (exit code, output)."""
     proc = await asyncio.create_subprocess_exec(KUBECTL, "--kubeconfig", str(server.kubeconfig), *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
 
 
@@ -180,8 +182,8 @@ def test_registry_names_the_workload_controllers() -> None:
 
 async def test_replicaset_creates_deletes_adopts_and_releases(api: ApiClient, ns: str) -> None:
     labels = {"app": "web"}
-    orphan = await api.create(PODS, {"metadata": {"name": "orphan", "labels": labels}, "spec": template(labels)["spec"]},
-                              ns)
+    orphan = {"metadata": {"name": "orphan", "labels": labels}, "spec": template(labels)["spec"]}
+    orphan = await api.create(PODS, orphan, ns)
     rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
           "spec": {"replicas": 3, "selector": {"matchLabels": labels}, "template": template(labels)}}
     async with controllers(api, ReplicaSetController):
@@ -281,8 +283,9 @@ async def test_replication_controller_keeps_replicas(api: ApiClient, ns: str) ->
 
 
 async def _status_is(api: ApiClient, resource: Any, ns: str, name: str, **expected: Any) -> bool:
+    """The object's status has these values (an absent count reads as 0, as omitempty drops zeros)."""
     status = (await api.get(resource, name, ns)).get("status", {})
-    return all(status.get(k) == v for k, v in expected.items())
+    return all(status.get(k, 0 if isinstance(v, int) else None) == v for k, v in expected.items())
 
 
 # Deployment
@@ -491,7 +494,8 @@ async def test_progress_deadline_exceeded(api: ApiClient, ns: str) -> None:
 
         cond = await eventually(exceeded, within=10)
         assert cond["reason"] == "ProgressDeadlineExceeded"
-        assert cond["message"].startswith('ReplicaSet "stuck-') and cond["message"].endswith("has timed out progressing.")
+        assert cond["message"].startswith('ReplicaSet "stuck-')
+        assert cond["message"].endswith("has timed out progressing.")
 
 
 # StatefulSet
@@ -609,3 +613,392 @@ async def test_statefulset_parallel_on_delete_and_claim_retention(api: ApiClient
         assert not await _image_is(api, ns, "par-0", "busybox:2")
         await eventually(lambda: _status_is(api, STATEFULSETS, ns, "par", replicas=3, updatedReplicas=1,
                                             currentReplicas=2))
+
+
+# DaemonSet
+
+
+async def make_node(api: ApiClient, name: str, labels: dict[str, str], taints: list[Obj] | None = None) -> Obj:
+    return await api.create(NODES, {"metadata": {"name": name, "labels": labels},
+                                    "spec": {"taints": taints} if taints else {}})
+
+
+def daemonset(name: str, labels: dict[str, str], **pod_spec: Any) -> Obj:
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": labels}, "template": template(labels, **pod_spec)}}
+
+
+async def pods_by_node(api: ApiClient, ns: str) -> dict[str, list[Obj]]:
+    found: dict[str, list[Obj]] = {}
+    for pod in await pods_of(api, ns):
+        if not pod["metadata"].get("deletionTimestamp"):
+            terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            found.setdefault(terms["nodeSelectorTerms"][0]["matchFields"][0]["values"][0], []).append(pod)
+    return found
+
+
+async def test_daemonset_one_pod_per_eligible_node_taints_and_rolling_update(api: ApiClient, ns: str) -> None:
+    a, b, c = f"{ns}-a", f"{ns}-b", f"{ns}-c"
+    await make_node(api, a, {"role": "worker"})
+    await make_node(api, b, {"role": "worker"}, [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}])
+    await make_node(api, c, {"role": "db"})
+    labels = {"app": "agent"}
+    async with controllers(api, DaemonSetController), kubelet(api, ns):
+        ds = await api.create(DAEMONSETS, daemonset("agent", labels, nodeSelector={"role": "worker"}), ns)
+
+        async def placed(expected: set[str]) -> dict[str, list[Obj]]:
+            found = await pods_by_node(api, ns)
+            return found if set(found) == expected and all(len(p) == 1 for p in found.values()) else {}
+
+        found = await eventually(lambda: placed({a}))
+        await never(lambda: _nodes_other_than(api, ns, {a}), during=1.0)
+        (pod,) = found[a]
+        assert controlled_by(pod, ds) and pod["metadata"]["name"].startswith("agent-")
+        assert pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [a]}]}]}
+        tolerations = {(t["key"], t["effect"]) for t in pod["spec"]["tolerations"]}
+        assert {("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute"),
+                ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+                ("node.kubernetes.io/memory-pressure", "NoSchedule"), ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+                ("node.kubernetes.io/unschedulable", "NoSchedule")} == tolerations
+        await eventually(lambda: _status_is(api, DAEMONSETS, ns, "agent", desiredNumberScheduled=1,
+                                            currentNumberScheduled=1, numberReady=1, numberAvailable=1,
+                                            updatedNumberScheduled=1, numberMisscheduled=0, observedGeneration=1))
+        old_hash = pod["metadata"]["labels"]["controller-revision-hash"]
+
+        toleration = {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}
+        await api.patch(DAEMONSETS, "agent", {"spec": {"template": template(
+            labels, nodeSelector={"role": "worker"}, tolerations=[toleration])}}, ns)
+        found = await eventually(lambda: placed({a, b}))
+
+        async def all_updated() -> bool:
+            found = await pods_by_node(api, ns)
+            hashes = {p["metadata"]["labels"]["controller-revision-hash"] for pods in found.values() for p in pods}
+            return set(found) == {a, b} and len(hashes) == 1 and old_hash not in hashes
+
+        await eventually(all_updated)
+        await eventually(lambda: _status_is(api, DAEMONSETS, ns, "agent", desiredNumberScheduled=2,
+                                            updatedNumberScheduled=2, numberAvailable=2, numberUnavailable=0))
+        assert len((await api.list(CONTROLLERREVISIONS, ns))["items"]) == 2
+
+        taint = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+        cordon = {"unschedulable": True, "taints": [taint]}
+        await api.patch(NODES, c, {"metadata": {"labels": {"role": "worker"}}, "spec": cordon})
+        await eventually(lambda: placed({a, b, c}))
+        await api.patch(NODES, a, {"metadata": {"labels": {"role": "other"}}})
+        await eventually(lambda: placed({b, c}))
+    for node in (a, b, c):
+        await api.delete(NODES, node)
+
+
+async def _nodes_other_than(api: ApiClient, ns: str, nodes: set[str]) -> bool:
+    return bool(set(await pods_by_node(api, ns)) - nodes)
+
+
+async def test_daemonset_surge_keeps_an_available_pod_on_every_node(api: ApiClient, ns: str) -> None:
+    nodes = [f"{ns}-{i}" for i in range(2)]
+    for node in nodes:
+        await make_node(api, node, {"pool": ns})
+    labels = {"app": "surge"}
+    ds = daemonset("surge", labels, nodeSelector={"pool": ns})
+    ds["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    gaps: list[str] = []
+
+    async def watch_gaps() -> None:
+        while True:
+            found = await pods_by_node(api, ns)
+            gaps.extend(n for n in nodes if not any(is_ready(p) for p in found.get(n, [])))
+            await asyncio.sleep(0.05)
+
+    async with controllers(api, DaemonSetController), kubelet(api, ns, delay=0.3):
+        await api.create(DAEMONSETS, ds, ns)
+        await eventually(lambda: _status_is(api, DAEMONSETS, ns, "surge", numberAvailable=2))
+        monitor = asyncio.create_task(watch_gaps())
+        try:
+            await api.patch(DAEMONSETS, "surge", {"spec": {"template": template(labels, "busybox:2",
+                                                                                 nodeSelector={"pool": ns})}}, ns)
+
+            async def replaced() -> bool:
+                found = await pods_by_node(api, ns)
+                return sorted(found) == nodes and all(len(p) == 1 and image_of(p[0]) == "busybox:2" and is_ready(p[0])
+                                                      for p in found.values())
+
+            await eventually(replaced, within=20)
+        finally:
+            monitor.cancel()
+        assert not gaps, f"nodes without a ready daemon pod during the update: {gaps[:3]}"
+    for node in nodes:
+        await api.delete(NODES, node)
+
+
+# Job
+
+
+def job_manifest(name: str, **spec: Any) -> Obj:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}],
+                                           "restartPolicy": "Never"}}, **spec}}
+
+
+def fast_jobs(client: ApiClient, informers: SharedInformerFactory) -> JobController:
+    controller = JobController(client, informers)
+    controller.backoff_base = 0.1
+    return controller
+
+
+async def finish(api: ApiClient, pod: Obj, exit_code: int = 0) -> None:
+    """Play the kubelet: the pod's container exits."""
+    now = stamp()
+    await set_pod_status(api, pod, {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "c", "image": "busybox:1", "imageID": "", "ready": False, "restartCount": 0,
+                               "state": {"terminated": {"exitCode": exit_code, "startedAt": now, "finishedAt": now,
+                                                        "reason": "Completed" if exit_code == 0 else "Error"}}}]})
+
+
+async def running_pods(api: ApiClient, ns: str, count: int | None = None) -> list[Obj]:
+    pods = [p for p in await pods_of(api, ns)
+            if p["status"].get("phase") not in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")]
+    return pods if count is None or len(pods) == count else []
+
+
+def job_condition(job: Obj, type_: str) -> Obj | None:
+    return next((c for c in job.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+async def job_done(api: ApiClient, ns: str, name: str, type_: str) -> Obj | None:
+    job = await api.get(JOBS, name, ns)
+    cond = job_condition(job, type_)
+    return job if cond and cond["status"] == "True" else None
+
+
+async def test_job_completions_parallelism_and_finalizers(api: ApiClient, ns: str) -> None:
+    async with controllers(api, fast_jobs):
+        job = await api.create(JOBS, job_manifest("work", completions=3, parallelism=2), ns)
+        pods = await eventually(lambda: running_pods(api, ns, 2))
+        await never(lambda: _more_than(api, ns, 2), during=1.0)
+        for pod in pods:
+            assert pod["metadata"]["finalizers"] == ["batch.kubernetes.io/job-tracking"]
+            assert controlled_by(pod, job) and pod["metadata"]["generateName"] == "work-"
+            assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "work"
+        await make_ready(api, pods[1])
+        await eventually(lambda: _status_is(api, JOBS, ns, "work", active=2, ready=1, succeeded=0))
+        job = await api.get(JOBS, "work", ns)
+        assert job["status"]["startTime"] and job["status"]["uncountedTerminatedPods"] == {}
+        await finish(api, pods[0])
+        third = await eventually(lambda: _new_running(api, ns, {p["metadata"]["name"] for p in pods}))
+        await eventually(lambda: _status_is(api, JOBS, ns, "work", succeeded=1, active=2))
+        done = await api.get(PODS, pods[0]["metadata"]["name"], ns)
+        assert not done["metadata"].get("finalizers"), "counted pods lose the tracking finalizer"
+        await finish(api, pods[1])
+        await finish(api, third)
+        job = await eventually(lambda: job_done(api, ns, "work", "Complete"))
+        assert job["status"]["succeeded"] == 3 and job["status"]["active"] == 0 and "failed" not in job["status"]
+        assert job["status"]["completionTime"] and job["status"]["uncountedTerminatedPods"] == {}
+        met = job_condition(job, "SuccessCriteriaMet")
+        assert met and met["reason"] == "CompletionsReached"
+        assert not any(p["metadata"].get("finalizers") for p in await pods_of(api, ns))
+        assert ("Completed", "Job completed") in await events_of(api, ns, "work")
+
+
+async def _new_running(api: ApiClient, ns: str, known: set[str]) -> Obj | None:
+    return next((p for p in await running_pods(api, ns) if p["metadata"]["name"] not in known), None)
+
+
+async def test_job_backoff_limit_fails_the_job(api: ApiClient, ns: str) -> None:
+    async with controllers(api, fast_jobs):
+        await api.create(JOBS, job_manifest("flaky", backoffLimit=1, parallelism=1, completions=1), ns)
+        for _ in range(2):
+            (pod,) = await eventually(lambda: running_pods(api, ns, 1))
+            await finish(api, pod, exit_code=1)
+            await eventually(lambda pod=pod: _no_running(api, ns, pod))
+        job = await eventually(lambda: job_done(api, ns, "flaky", "Failed"))
+        assert job_condition(job, "Failed")["reason"] == "BackoffLimitExceeded"
+        assert job_condition(job, "FailureTarget")["reason"] == "BackoffLimitExceeded"
+        assert job["status"]["failed"] == 2 and job["status"]["active"] == 0
+        await never(lambda: running_pods(api, ns), during=0.5)
+
+
+async def _no_running(api: ApiClient, ns: str, pod: Obj) -> bool:
+    return pod["metadata"]["name"] not in {p["metadata"]["name"] for p in await running_pods(api, ns)}
+
+
+async def test_indexed_job_pods_carry_their_index(api: ApiClient, ns: str) -> None:
+    async with controllers(api, fast_jobs):
+        await api.create(JOBS, job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed"), ns)
+        pods = await eventually(lambda: running_pods(api, ns, 3))
+        by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in pods}
+        assert sorted(by_index) == ["0", "1", "2"]
+        for index, pod in by_index.items():
+            assert pod["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == index
+            assert pod["spec"]["hostname"] == f"idx-{index}"
+            assert pod["metadata"]["name"].startswith(f"idx-{index}-")
+        await finish(api, by_index["1"])
+        await eventually(lambda: _status_is(api, JOBS, ns, "idx", completedIndexes="1", succeeded=1))
+        await finish(api, by_index["2"], exit_code=1)
+        replacement = await eventually(lambda: _new_running(api, ns, {p["metadata"]["name"] for p in pods}))
+        assert replacement["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "2"
+        await finish(api, by_index["0"])
+        await finish(api, replacement)
+        job = await eventually(lambda: job_done(api, ns, "idx", "Complete"))
+        assert job["status"]["completedIndexes"] == "0-2" and job["status"]["failed"] == 1
+
+
+async def test_job_pod_failure_policy(api: ApiClient, ns: str) -> None:
+    policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}},
+                        {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}}]}
+    async with controllers(api, fast_jobs):
+        await api.create(JOBS, job_manifest("pfp", backoffLimit=0, podFailurePolicy=policy), ns)
+        (pod,) = await eventually(lambda: running_pods(api, ns, 1))
+        await finish(api, pod, exit_code=3)
+        second = await eventually(lambda: _new_running(api, ns, {pod["metadata"]["name"]}))
+        assert (await api.get(JOBS, "pfp", ns))["status"].get("failed", 0) == 0, "ignored failures do not count"
+        await finish(api, second, exit_code=42)
+        job = await eventually(lambda: job_done(api, ns, "pfp", "Failed"))
+        failed = job_condition(job, "Failed")
+        assert failed["reason"] == "PodFailurePolicy"
+        assert failed["message"] == (f"Container c for pod {ns}/{second['metadata']['name']} failed with exit code 42 "
+                                     "matching FailJob rule at index 1")
+
+
+async def test_job_active_deadline_and_suspend(api: ApiClient, ns: str) -> None:
+    async with controllers(api, fast_jobs):
+        await api.create(JOBS, job_manifest("late", activeDeadlineSeconds=1), ns)
+        await api.create(JOBS, job_manifest("held", suspend=True, parallelism=2, completions=2), ns)
+        job = await eventually(lambda: job_done(api, ns, "late", "Failed"), within=10)
+        assert job_condition(job, "Failed")["reason"] == "DeadlineExceeded"
+        assert not await running_pods(api, ns), "the deadline deleted the running pod; the suspended job has none"
+        held = await eventually(lambda: job_done(api, ns, "held", "Suspended"))
+        assert job_condition(held, "Suspended")["reason"] == "JobSuspended" and "startTime" not in held["status"]
+        await api.patch(JOBS, "held", {"spec": {"suspend": False}}, ns)
+        await eventually(lambda: running_pods(api, ns, 2))
+        held = await api.get(JOBS, "held", ns)
+        resumed = job_condition(held, "Suspended")
+        assert resumed["status"] == "False" and resumed["reason"] == "JobResumed" and held["status"]["startTime"]
+
+
+# CronJob
+
+
+class Clock:
+    """A controllable clock for the CronJob controller."""
+
+    def __init__(self) -> None:
+        self.moment = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def next_minute(self, after: datetime, seconds: int = 5) -> datetime:
+        """Jump to `seconds` past the minute following `after`."""
+        self.moment = after.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=seconds)
+        return self.moment.replace(second=0)
+
+
+def cronjob_with(clock: Clock) -> Factory:
+    def make(client: ApiClient, informers: SharedInformerFactory) -> CronJobController:
+        controller = CronJobController(client, informers)
+        controller.now = clock
+        return controller
+    return make
+
+
+async def poke(api: ApiClient, ns: str, name: str) -> None:
+    """Touch the CronJob so that the controller syncs now (the test moved the clock)."""
+    await api.patch(CRONJOBS, name, {"metadata": {"annotations": {"poke": stamp(datetime.now(UTC))
+                                                                   + str(next(_names))}}}, ns)
+
+
+async def jobs_of(api: ApiClient, ns: str) -> list[Obj]:
+    return (await api.list(JOBS, ns))["items"]
+
+
+async def complete_job(api: ApiClient, job: Obj) -> None:
+    now = stamp()
+    await api.patch(JOBS, job["metadata"]["name"], {"status": {
+        "startTime": job.get("status", {}).get("startTime") or now, "completionTime": now, "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                       {"type": "Complete", "status": "True", "lastTransitionTime": now}]}},
+        job["metadata"]["namespace"], subresource="status")
+
+
+async def test_cronjob_schedules_forbids_replaces_and_keeps_history(api: ApiClient, ns: str) -> None:
+    clock = Clock()
+    cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+               "spec": {"schedule": "*/1 * * * *", "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
+                        "jobTemplate": {"metadata": {"labels": {"from": "tick"}},
+                                        "spec": {"template": template({"from": "tick"}, restartPolicy="Never")}}}}
+    async with controllers(api, cronjob_with(clock)):
+        cronjob = await api.create(CRONJOBS, cronjob, ns)
+        created = datetime.fromisoformat(cronjob["metadata"]["creationTimestamp"])
+        clock.moment = created
+        await never(lambda: jobs_of(api, ns), during=1.0)
+
+        first_time = clock.next_minute(created)
+        await poke(api, ns, "tick")
+        (job,) = await eventually(lambda: jobs_of(api, ns))
+        assert job["metadata"]["name"] == f"tick-{int(first_time.timestamp()) // 60}"
+        assert controlled_by(job, cronjob) and job["metadata"]["labels"]["from"] == "tick"
+        assert job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"] == \
+            first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = (await eventually(lambda: _cronjob_active(api, ns, 1)))["status"]
+        assert status["lastScheduleTime"] == stamp(first_time)
+        assert status["active"][0]["uid"] == job["metadata"]["uid"]
+
+        second_time = clock.next_minute(first_time)
+        await poke(api, ns, "tick")
+        await eventually(lambda: _has_event(api, ns, "tick", "JobAlreadyActive"))
+        assert len(await jobs_of(api, ns)) == 1, "Forbid: no second job while the first runs"
+
+        await complete_job(api, job)
+        await eventually(lambda: _job_count(api, ns, 2))
+        status = (await eventually(lambda: _cronjob_active(api, ns, 1)))["status"]
+        assert status["lastScheduleTime"] == stamp(second_time) and status["lastSuccessfulTime"]
+        second = next(j for j in await jobs_of(api, ns) if j["metadata"]["uid"] != job["metadata"]["uid"])
+        await complete_job(api, second)
+        await eventually(lambda: _cronjob_active(api, ns, 0))
+
+        await api.patch(CRONJOBS, "tick", {"spec": {"concurrencyPolicy": "Replace"}}, ns)
+        third_time = clock.next_minute(second_time)
+        await poke(api, ns, "tick")
+        await eventually(lambda: _job_names(api, ns, {second["metadata"]["name"],
+                                                      f"tick-{int(third_time.timestamp()) // 60}"}))
+        await eventually(lambda: _cronjob_active(api, ns, 1))
+        fourth_time = clock.next_minute(third_time)
+        await poke(api, ns, "tick")
+        await eventually(lambda: _job_names(api, ns, {second["metadata"]["name"],
+                                                      f"tick-{int(fourth_time.timestamp()) // 60}"}))
+        reasons = {reason for reason, _ in await events_of(api, ns, "tick")}
+        assert {"SuccessfulCreate", "SawCompletedJob", "SuccessfulDelete"} <= reasons
+
+        await api.patch(CRONJOBS, "tick", {"spec": {"suspend": True}}, ns)
+        fifth_time = clock.next_minute(fourth_time)
+        await poke(api, ns, "tick")
+        await never(lambda: _job_count(api, ns, 3), during=1.0)
+
+        await api.patch(CRONJOBS, "tick", {"spec": {"suspend": False, "startingDeadlineSeconds": 10}}, ns)
+        clock.moment = fifth_time + timedelta(seconds=30)
+        await poke(api, ns, "tick")
+        await never(lambda: _job_count(api, ns, 3), during=1.0)
+        sixth_time = clock.next_minute(fifth_time)
+        await poke(api, ns, "tick")
+        await eventually(lambda: _job_names(api, ns, {second["metadata"]["name"],
+                                                      f"tick-{int(sixth_time.timestamp()) // 60}"}))
+
+
+async def _cronjob_active(api: ApiClient, ns: str, count: int) -> Obj | None:
+    cronjob = await api.get(CRONJOBS, "tick", ns)
+    return cronjob if len(cronjob.get("status", {}).get("active") or []) == count else None
+
+
+async def _has_event(api: ApiClient, ns: str, name: str, reason: str) -> bool:
+    return any(r == reason for r, _ in await events_of(api, ns, name))
+
+
+async def _job_count(api: ApiClient, ns: str, count: int) -> bool:
+    return len(await jobs_of(api, ns)) == count
+
+
+async def _job_names(api: ApiClient, ns: str, names: set[str]) -> bool:
+    return {j["metadata"]["name"] for j in await jobs_of(api, ns)} == names
