@@ -1,4 +1,4 @@
-"""The `kubelite` command: server (control plane supervisor) and apiserver."""
+"""The `kubelite` command: server (supervisor), the control-plane components, and node agents."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -158,22 +159,29 @@ def controller_manager(kubeconfig: str | None, controllers: str, leader_elect: b
                                 leader_elect))
 
 
-@main.command("hollow-nodes")
-@kubeconfig_option
-@click.option("--server", default=None, help="API server URL, e.g. https://HOST:6443 (with --token).")
-@click.option("--token", default=None, help="The node token from the server's DATA/server/node-token.")
-@click.option("--count", default=1, show_default=True, type=int, help="How many hollow nodes to run.")
-@click.option("--node-name-prefix", default="hollow-node", show_default=True, help="Nodes are named PREFIX-<i>.")
-@click.option("--cpu", default="4", show_default=True, help="CPU capacity of each node.")
-@click.option("--memory", default="16Gi", show_default=True, help="Memory capacity of each node.")
-@click.option("--max-pods", default=110, show_default=True, type=int, help="Pod capacity of each node.")
-@click.option("--node-label", multiple=True, help="KEY=VALUE label on every node (repeatable).")
-@click.option("--node-taint", multiple=True, help="KEY=VALUE:EFFECT taint on every node (repeatable).")
-@click.option("-v", "--verbose", is_flag=True)
-def hollow_nodes(kubeconfig: str | None, server: str | None, token: str | None, count: int, node_name_prefix: str,
-                 cpu: str, memory: str, max_pods: int, node_label: tuple[str, ...], node_taint: tuple[str, ...],
-                 verbose: bool) -> None:
-    """Simulate nodes (no containers): they register, heartbeat and run their pods, for scale tests."""
+def node_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """How a node agent finds its API server, and what a hollow node reports."""
+    for option in reversed([
+        kubeconfig_option,
+        click.option("--server", default=None, help="API server URL, e.g. https://HOST:6443 (with --token)."),
+        click.option("--token", default=None, help="The node token from the server's DATA/server/node-token."),
+        click.option("--node-name-prefix", default="hollow-node", show_default=True,
+                     help="Hollow nodes are named PREFIX-<i>."),
+        click.option("--cpu", default="4", show_default=True, help="CPU capacity of a hollow node."),
+        click.option("--memory", default="16Gi", show_default=True, help="Memory capacity of a hollow node."),
+        click.option("--max-pods", default=110, show_default=True, type=int, help="Pod capacity of a hollow node."),
+        click.option("--node-label", multiple=True, help="KEY=VALUE label on the node (repeatable)."),
+        click.option("--node-taint", multiple=True, help="KEY=VALUE:EFFECT taint on the node (repeatable)."),
+        click.option("-v", "--verbose", is_flag=True),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _run_hollow(names: list[str], kubeconfig: str | None, server: str | None, token: str | None, cpu: str,
+                memory: str, max_pods: int, node_label: tuple[str, ...], node_taint: tuple[str, ...],
+                verbose: bool) -> None:
+    """Connect as an agent would (kubeconfig, or server URL and node token) and run these hollow nodes."""
     _setup_logging(verbose)
     from kubelite.client.config import load_config
     from kubelite.client.join import join_config
@@ -181,5 +189,24 @@ def hollow_nodes(kubeconfig: str | None, server: str | None, token: str | None, 
     if bool(server) != bool(token):
         raise click.UsageError("--server and --token go together (or use --kubeconfig)")
     config = join_config(server, token) if server and token else load_config(kubeconfig)
-    _run(run_hollow_nodes(config, count, node_name_prefix, cpu, memory, max_pods, parse_labels(node_label),
-                          parse_taints(node_taint)))
+    _run(run_hollow_nodes(config, names, cpu, memory, max_pods, parse_labels(node_label), parse_taints(node_taint)))
+
+
+@main.command("hollow-nodes")
+@node_options
+@click.option("--count", default=1, show_default=True, type=int, help="How many hollow nodes to run.")
+def hollow_nodes(count: int, node_name_prefix: str, **kwargs: Any) -> None:
+    """Simulate nodes (no containers): they register, heartbeat and run their pods, for scale tests."""
+    from kubelite.kubelet.hollow import fleet_names
+    _run_hollow(fleet_names(node_name_prefix, count), **kwargs)
+
+
+@main.command()
+@node_options
+@click.option("--runtime", type=click.Choice(["fake"]), required=True,
+              help="Container runtime; 'fake' runs a hollow node (no containers).")
+@click.option("--node-name", default=None, help="The node's name (default: PREFIX-0 from --node-name-prefix).")
+def agent(runtime: str, node_name: str | None, node_name_prefix: str, **kwargs: Any) -> None:
+    """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
+    from kubelite.kubelet.hollow import fleet_names
+    _run_hollow([node_name] if node_name else fleet_names(node_name_prefix, 1), **kwargs)

@@ -157,9 +157,9 @@ class NodeTemplate:
     taints: list[Obj] = field(default_factory=list)
 
 
-def node_address(prefix: str, index: int) -> str:
-    """A fake InternalIP, distinct per index and (very likely) per prefix."""
-    base = (zlib.crc32(prefix.encode()) % 64) << 16
+def node_address(fleet: str, index: int) -> str:
+    """A fake InternalIP, distinct per index and (very likely) per fleet (named by its first node)."""
+    base = (zlib.crc32(fleet.encode()) % 64) << 16
     return str(NODE_ADDRESSES[(base + index + 1) % NODE_ADDRESSES.num_addresses])
 
 
@@ -309,13 +309,13 @@ def _contains(current: Obj, desired: Obj) -> bool:
 class HollowFleet:
     """The hollow kubelets of one process: registration, staggered heartbeats, and pod workers."""
 
-    def __init__(self, client: ApiClient, prefix: str, count: int, template: NodeTemplate, *,
+    def __init__(self, client: ApiClient, names: list[str], template: NodeTemplate, *,
                  lease_interval: float = 10.0, status_interval: float = 40.0):
         self.client = client
         self.template = template
         self.lease_interval = lease_interval
         self.status_interval = status_interval
-        self.nodes = {f"{prefix}-{i}": HollowNode(f"{prefix}-{i}", i, node_address(prefix, i)) for i in range(count)}
+        self.nodes = {name: HollowNode(name, i, node_address(names[0], i)) for i, name in enumerate(names)}
         self.runtime = FakeRuntime()
         self.pods = Informer(client, PODS)
         self.queue = WorkQueue()
@@ -533,16 +533,21 @@ class HollowFleet:
                 raise
 
 
-async def run_hollow_nodes(kubeconfig: str | ClientConfig | None, count: int, prefix: str = "hollow-node",
-                           cpu: str = "4", memory: str = "16Gi", pods: int = 110, labels: dict[str, str] | None = None,
+def fleet_names(prefix: str, count: int) -> list[str]:
+    """The names of `count` hollow nodes: PREFIX-0 … PREFIX-<count-1>."""
+    return [f"{prefix}-{i}" for i in range(count)]
+
+
+async def run_hollow_nodes(kubeconfig: str | ClientConfig | None, names: list[str], cpu: str = "4",
+                           memory: str = "16Gi", pods: int = 110, labels: dict[str, str] | None = None,
                            taints: list | None = None, *, lease_interval: float = 10.0,
                            status_interval: float = 40.0) -> None:
-    """Run `count` hollow nodes named <prefix>-<i> until cancelled, given a kubeconfig path or a ClientConfig."""
+    """Run hollow nodes with these names until cancelled, given a kubeconfig path or a ClientConfig."""
     template = NodeTemplate(cpu, memory, pods, dict(labels or {}), list(taints or []))
-    qps = 20 + count / 4
+    qps = 20 + len(names) / 4
     config = kubeconfig if isinstance(kubeconfig, ClientConfig) else load_config(kubeconfig)
     async with ApiClient(config, qps=qps, burst=int(2 * qps),
                          user_agent=f"kubelite-hollow-node/{KUBELET_VERSION}") as client:
-        fleet = HollowFleet(client, prefix, count, template, lease_interval=lease_interval,
+        fleet = HollowFleet(client, names, template, lease_interval=lease_interval,
                             status_interval=status_interval)
         await fleet.run()

@@ -16,7 +16,7 @@ from kubelite.client.resources import DEPLOYMENTS, HORIZONTALPODAUTOSCALERS, NAM
 from kubelite.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController
 from kubelite.controllers.nodeipam import NodeIpamController
 from kubelite.controllers.nodelifecycle import UNREACHABLE, NodeLifecycleController, TaintEvictionController
-from kubelite.kubelet.hollow import run_hollow_nodes
+from kubelite.kubelet.hollow import fleet_names, run_hollow_nodes
 from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
 
 Obj = dict[str, Any]
@@ -59,7 +59,7 @@ async def controllers(*built: Controller) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def hollow(server: Cluster, count: int, prefix: str) -> AsyncIterator[asyncio.Task[None]]:
     """Run hollow nodes until the block ends (or the caller cancels the task)."""
-    task = asyncio.create_task(run_hollow_nodes(str(server.kubeconfig), count, prefix, **FAST))
+    task = asyncio.create_task(run_hollow_nodes(str(server.kubeconfig), fleet_names(prefix, count), **FAST))
     try:
         yield task
     finally:
