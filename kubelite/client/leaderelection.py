@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JITTER = 1.2
 """Candidates retry every retry_period plus up to 1.2 times as much again (client-go's JitterFactor)."""
+EXPIRY_MARGIN = 0.05
+"""A candidate also tries this long after the holder's lease should have run out, rather than a jitter later."""
 
 
 def default_identity() -> str:
@@ -89,11 +91,14 @@ class LeaderElector:
                 on_stopped_leading()
 
     async def _acquire(self) -> None:
-        """Try every retry_period (with jitter) until the Lease is ours."""
+        """Try every retry_period (with jitter), and again the moment the holder's lease runs out, until ours."""
         while True:
             if await self._try_acquire_or_renew():
                 return
-            await asyncio.sleep(self.config.retry_period * (1 + random.random() * JITTER))
+            delay = self.config.retry_period * (1 + random.random() * JITTER)
+            if self._observed_spec:
+                delay = min(delay, self._expires_in(self._observed_spec) + EXPIRY_MARGIN)
+            await asyncio.sleep(delay)
 
     async def _renew(self) -> bool:
         """Try every retry_period until one renewal succeeds or renew_deadline passes."""
@@ -122,9 +127,13 @@ class LeaderElector:
             self._observed_at = asyncio.get_running_loop().time()
         self._observed = lease
 
-    def _expired(self, spec: Obj) -> bool:
+    def _expires_in(self, spec: Obj) -> float:
+        """Seconds until the observed lease runs out (negative once it has), by our own clock."""
         duration = spec.get("leaseDurationSeconds") or self.config.lease_duration
-        return self._observed_at + duration <= asyncio.get_running_loop().time()
+        return self._observed_at + duration - asyncio.get_running_loop().time()
+
+    def _expired(self, spec: Obj) -> bool:
+        return self._expires_in(spec) <= 0
 
     async def _try_acquire_or_renew(self) -> bool:
         """One attempt: create the Lease, renew ours, or take one whose holder stopped renewing."""
