@@ -12,6 +12,17 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# What the node agent and the tests run: the OCI runtime, packet filter, a local registry, busybox for test images.
+packages="runc nftables iproute2 docker-registry busybox-static etcd-server kmod"
+missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$missing" ]; then
+  echo "installing Debian packages:" $missing
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # docker-registry's own service is not wanted: the tests start registries of their own on loopback.
+  command -v systemctl >/dev/null && systemctl disable --now docker-registry 2>/dev/null || true
+fi
+
 python=${PYTHON:-python3}
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), "kubelite needs Python 3.11 or newer"'
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
