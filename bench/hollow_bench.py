@@ -26,20 +26,6 @@ from tests.e2e.conftest import Cluster, free_port, start_server, stop_server  # 
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def component_pid(server_pid: int, name: str) -> int:
-    """The pid of the supervised `kubelite NAME` child of the server."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == server_pid and name.encode() in argv:
-                return int(entry.name)
-    raise RuntimeError(f"no kubelite {name} under pid {server_pid}")
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -81,7 +67,8 @@ def main() -> None:
                                   start_new_session=True)
         try:
             wait_for(lambda: ready_nodes(cluster) >= args.nodes, 300, f"{args.nodes} Ready nodes")
-            apiserver = component_pid(cluster.proc.pid, "apiserver")
+            apiserver = cluster.component_pid("apiserver")
+            assert apiserver is not None, "the server runs no apiserver process"
             time.sleep(15)  # let registration settle so the window sees only steady heartbeats
             before, started = cpu_seconds(apiserver), time.monotonic()
             time.sleep(args.idle_seconds)

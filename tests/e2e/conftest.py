@@ -49,6 +49,20 @@ class Cluster:
                                  f"{result.stdout}\n{result.stderr}")
         return result
 
+    def component_pid(self, name: str) -> int | None:
+        """The pid of the supervised `kubelite NAME` child of the server process, if one runs."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and name.encode() in argv:
+                return int(entry.name)
+        return None
+
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 

@@ -205,6 +205,15 @@ spec:
     assert [p["metadata"]["name"] for p in created] == ["web-0", "web-1", "web-2"]
     eventually(lambda: len(_running(_pods(c, "app=agent"))) == 2, 60, "one daemon pod per untainted node")
     assert {p["spec"]["nodeName"] for p in _running(_pods(c, "app=agent"))} == {"worker-0", "worker-1"}
+    late = agent(c, "late-0")
+    try:
+        eventually(lambda: "late-0" in {p["spec"]["nodeName"] for p in _running(_pods(c, "app=agent"))}, 60,
+                   "the DaemonSet follows a new node")
+    finally:
+        stop_agent(late)
+        c.kubectl("delete", "node", "late-0")
+    eventually(lambda: {p["spec"]["nodeName"] for p in _pods(c, "app=agent")} == {"worker-0", "worker-1"}, 60,
+               "the daemon pod of the deleted node is gone")
 
 
 def test_namespace_deletion_empties_it(nodes_cluster: Cluster) -> None:
