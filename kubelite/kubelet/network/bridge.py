@@ -1,0 +1,288 @@
+"""Netlink plumbing of the pod network, like the bridge CNI plugin: the node bridge and one veth pair per pod.
+
+Everything here is blocking pyroute2 work; callers run it in a worker thread. A pod's namespace is reached by
+creating the netlink socket after setns() on the calling thread only, then switching the thread straight back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNET = 0x40000000
+POD_IFNAME = "eth0"
+DEFAULT_MTU = 1500
+LOOPBACK_INDEX = 1
+"""Every network namespace's lo has ifindex 1."""
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYSCTL = Path("/proc/sys")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _new_iproute() -> tuple[IPRoute, asyncio.AbstractEventLoop]:
+    # pyroute2's sync API drives a private event loop; a plain selector loop, since uvloop (if it is the policy)
+    # cannot carry netlink sockets. No multicast groups: these sockets only send requests.
+    loop = asyncio.SelectorEventLoop()
+    try:
+        return IPRoute(groups=0, use_event_loop=loop), loop
+    except BaseException:
+        loop.close()
+        raise
+
+
+@contextlib.contextmanager
+def iproute() -> Iterator[IPRoute]:
+    """A netlink (rtnl) socket in this thread's network namespace, closed on exit."""
+    ipr, loop = _new_iproute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+        loop.close()
+
+
+@contextlib.contextmanager
+def netns_iproute(netns_path: str) -> Iterator[IPRoute]:
+    """An IPRoute whose socket lives in the network namespace at netns_path; this thread's namespace is kept."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(netns_path, os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                ipr, loop = _new_iproute()
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+        loop.close()
+
+
+def host_ifname(bridge: str, sandbox_id: str) -> str:
+    """The host-side veth name of a sandbox: stable (teardown and GC find it without the netns), 12 characters."""
+    return "veth" + hashlib.sha256(f"{bridge}/{sandbox_id}".encode()).hexdigest()[:8]
+
+
+def pod_mac(ip: IPv4Address) -> str:
+    """The pod's eth0 MAC, derived from its IP (0a:58 + the address, as the bridge plugin did): a pod rewired or
+    an IP reused keeps one MAC, so neighbours' ARP caches stay right without gratuitous ARP."""
+    return "0a:58:" + ":".join(f"{octet:02x}" for octet in ip.packed)
+
+
+def write_sysctl(name: str, value: str) -> bool:
+    """Set a sysctl (dotted name) if it differs; False when the key is missing on this kernel or not writable."""
+    path = _SYSCTL / name.replace(".", "/")
+    try:
+        if path.read_text().strip() != value:
+            path.write_text(value)
+    except OSError as exc:
+        log.debug("sysctl %s=%s: %s", name, value, exc)
+        return False
+    return True
+
+
+def enable_host_forwarding() -> list[str]:
+    """Turn on IPv4 forwarding and bridge netfilter (loading br_netfilter if needed); returns what could not be set."""
+    problems = []
+    if not write_sysctl("net.ipv4.ip_forward", "1"):
+        problems.append("cannot set net.ipv4.ip_forward=1: pods cannot reach anything beyond this node")
+    if not write_sysctl("net.bridge.bridge-nf-call-iptables", "1"):
+        try:
+            result = subprocess.run(["modprobe", "br_netfilter"], capture_output=True, text=True, check=False)
+            outcome = result.stderr.strip() or f"exit {result.returncode}"
+        except OSError as exc:
+            outcome = str(exc)
+        if not write_sysctl("net.bridge.bridge-nf-call-iptables", "1"):
+            problems.append(
+                f"cannot set net.bridge.bridge-nf-call-iptables=1 (modprobe br_netfilter: {outcome}): "
+                "replies between pods on the bridge bypass NAT, so pod-to-hostPort traffic may break"
+            )
+    for problem in problems:
+        log.warning("%s", problem)
+    return problems
+
+
+def _link(ipr: IPRoute, ifname: str) -> Any | None:
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return None
+
+
+def _lookup(ipr: IPRoute, ifname: str) -> int | None:
+    link = _link(ipr, ifname)
+    return None if link is None else link["index"]
+
+
+def _has_address(ipr: IPRoute, index: int, address: IPv4Interface) -> bool:
+    have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
+    return (str(address.ip), address.network.prefixlen) in have
+
+
+def uplink_mtu(ipr: IPRoute) -> int:
+    """The MTU of the interface carrying the default route (pods must not send bigger frames out), else 1500."""
+    for route in ipr.get_default_routes(family=2):
+        oif = route.get("oif")
+        if oif:
+            return int(ipr.link("get", index=oif)[0].get("mtu") or DEFAULT_MTU)
+    return DEFAULT_MTU
+
+
+def bridge_index(ipr: IPRoute, name: str) -> int | None:
+    """The bridge's ifindex, None if it does not exist (one netlink round trip: the cheap per-pod check)."""
+    return _lookup(ipr, name)
+
+
+def ensure_bridge(ipr: IPRoute, name: str, gateway: IPv4Interface, mtu: int) -> int:
+    """Create the bridge if missing, give it the gateway address, bring it up; returns its ifindex."""
+    index = _lookup(ipr, name)
+    if index is None:
+        try:
+            ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        index = _lookup(ipr, name)
+        if index is None:
+            raise RuntimeError(f"bridge {name} vanished right after creation")
+    if not _has_address(ipr, index, gateway):
+        try:
+            ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+    ipr.link("set", index=index, state="up")
+    if not write_sysctl(f"net.ipv4.conf.{name}.route_localnet", "1"):
+        log.warning("cannot set net.ipv4.conf.%s.route_localnet=1: hostPorts on 127.0.0.1 will not work", name)
+    return index
+
+
+def bridge_addresses(ipr: IPRoute, name: str) -> list[IPv4Interface]:
+    """The IPv4 addresses of the bridge (its gateway addresses), empty if the bridge does not exist."""
+    index = _lookup(ipr, name)
+    if index is None:
+        return []
+    return [IPv4Interface(f"{a.get('address')}/{a['prefixlen']}") for a in ipr.get_addr(index=index, family=2)]
+
+
+def remove_bridge_address(ipr: IPRoute, name: str, address: IPv4Interface) -> None:
+    """Drop one gateway address from the bridge (a podCIDR no pod uses any more)."""
+    index = _lookup(ipr, name)
+    if index is not None:
+        try:
+            ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise
+
+
+def attach_pod(
+    ipr: IPRoute,
+    bridge_ifindex: int,
+    veth: str,
+    netns_path: str,
+    address: IPv4Interface,
+    gateway: IPv4Address,
+    mtu: int,
+) -> None:
+    """Wire a pod: veth pair, host end on the bridge (hairpin on), eth0 in the pod with address and default route.
+
+    Idempotent: an already wired pod is left alone; leftovers of a half-done attempt are replaced.
+    """
+    with netns_iproute(netns_path) as pod:
+        host = _link(ipr, veth)
+        pod_index = _lookup(pod, POD_IFNAME)
+        if host is not None and pod_index is not None:
+            if host.get("master") == bridge_ifindex and _has_address(pod, pod_index, address):
+                return
+        if host is not None:
+            ipr.link("del", index=host["index"])
+        if pod_index is not None:
+            with contextlib.suppress(NetlinkError):
+                pod.link("del", index=pod_index)
+        fd = os.open(netns_path, os.O_RDONLY)
+        try:
+            ipr.link(
+                "add",
+                ifname=veth,
+                kind="veth",
+                mtu=mtu,
+                master=bridge_ifindex,
+                state="up",
+                peer={"ifname": POD_IFNAME, "net_ns_fd": fd, "mtu": mtu, "address": pod_mac(address.ip)},
+            )
+        finally:
+            os.close(fd)
+        host_index = _lookup(ipr, veth)
+        if host_index is None:
+            raise RuntimeError(f"veth {veth} vanished right after creation")
+        ipr.brport("set", index=host_index, mode=1)
+
+        pod.link("set", index=LOOPBACK_INDEX, state="up")
+        eth0 = _lookup(pod, POD_IFNAME)
+        if eth0 is None:
+            raise RuntimeError(f"{POD_IFNAME} did not appear in {netns_path}")
+        pod.addr("add", index=eth0, address=str(address.ip), prefixlen=address.network.prefixlen)
+        pod.link("set", index=eth0, state="up")
+        pod.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=eth0)
+
+
+def detach_pod(ipr: IPRoute, veth: str) -> bool:
+    """Delete a pod's veth pair by its host end; False if it was already gone."""
+    index = _lookup(ipr, veth)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
+
+
+def bridge_ports(ipr: IPRoute, name: str) -> list[str]:
+    """Names of the interfaces enslaved to the bridge."""
+    index = _lookup(ipr, name)
+    if index is None:
+        return []
+    return [link.get("ifname") for link in ipr.get_links() if link.get("master") == index]
+
+
+def delete_bridge(ipr: IPRoute, name: str) -> None:
+    """Remove the bridge, if present."""
+    index = _lookup(ipr, name)
+    if index is not None:
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
