@@ -13,14 +13,21 @@ from typing import Any
 import click
 
 from kubelite import KUBERNETES_VERSION, __version__
+from kubelite.cli.image import image
 
 DEFAULT_DATA_DIR = "/var/lib/kubelite"
 DEFAULT_KUBECONFIG = "/etc/kubelite/kubelite.yaml"
 
 
+QUIET_LIBRARIES = ("pyroute2", "asyncio")
+"""Libraries whose debug output drowns ours: kept at INFO even with --verbose."""
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _run(coro: object) -> None:
@@ -183,12 +190,8 @@ def _run_hollow(names: list[str], kubeconfig: str | None, server: str | None, to
                 verbose: bool) -> None:
     """Connect as an agent would (kubeconfig, or server URL and node token) and run these hollow nodes."""
     _setup_logging(verbose)
-    from kubelite.client.config import load_config
-    from kubelite.client.join import join_config
     from kubelite.kubelet.hollow import parse_labels, parse_taints, run_hollow_nodes
-    if bool(server) != bool(token):
-        raise click.UsageError("--server and --token go together (or use --kubeconfig)")
-    config = join_config(server, token) if server and token else load_config(kubeconfig)
+    config = _client_config(kubeconfig, server, token)
     _run(run_hollow_nodes(config, names, cpu, memory, max_pods, parse_labels(node_label), parse_taints(node_taint)))
 
 
@@ -201,12 +204,40 @@ def hollow_nodes(count: int, node_name_prefix: str, **kwargs: Any) -> None:
     _run_hollow(fleet_names(node_name_prefix, count), **kwargs)
 
 
+def _client_config(kubeconfig: str | None, server: str | None, token: str | None) -> Any:
+    """An agent's connection: the server URL and node token (CA pinned by the token), or a kubeconfig."""
+    from kubelite.client.config import load_config
+    from kubelite.client.join import join_config
+    if bool(server) != bool(token):
+        raise click.UsageError("--server and --token go together (or use --kubeconfig)")
+    return join_config(server, token) if server and token else load_config(kubeconfig)
+
+
 @main.command()
 @node_options
-@click.option("--runtime", type=click.Choice(["fake"]), required=True,
-              help="Container runtime; 'fake' runs a hollow node (no containers).")
-@click.option("--node-name", default=None, help="The node's name (default: PREFIX-0 from --node-name-prefix).")
-def agent(runtime: str, node_name: str | None, node_name_prefix: str, **kwargs: Any) -> None:
+@click.option("--runtime", type=click.Choice(["runc", "fake"]), default="runc", show_default=True,
+              help="Container runtime: runc runs real containers; fake runs a hollow node (no containers).")
+@click.option("--node-name", default=None, help="The node's name (default: the host name; with --runtime fake, "
+                                                "PREFIX-0 from --node-name-prefix).")
+@click.option("--node-ip", default="", help="The node's InternalIP (default: the address of the default route).")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(),
+              help="Where the agent keeps images, containers and pod volumes (under DATA/agent).")
+@click.option("--private-registry", default="/etc/kubelite/registries.yaml", show_default=True,
+              help="Registry mirrors and credentials (k3s's registries.yaml).")
+def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: str, data_dir: str,
+          private_registry: str, **kwargs: Any) -> None:
     """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
-    from kubelite.kubelet.hollow import fleet_names
-    _run_hollow([node_name] if node_name else fleet_names(node_name_prefix, 1), **kwargs)
+    from kubelite.kubelet.hollow import fleet_names, parse_labels, parse_taints
+    if runtime == "fake":
+        _run_hollow([node_name] if node_name else fleet_names(node_name_prefix, 1), **kwargs)
+        return
+    _setup_logging(kwargs["verbose"])
+    from kubelite.kubelet.agent import AgentConfig, run_agent
+    config = AgentConfig(data_dir=Path(data_dir), node_ip=node_ip, labels=parse_labels(kwargs["node_label"]),
+                         taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry))
+    if node_name:
+        config.node_name = node_name
+    _run(run_agent(_client_config(kwargs["kubeconfig"], kwargs["server"], kwargs["token"]), config))
+
+
+main.add_command(image)

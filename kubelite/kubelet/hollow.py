@@ -18,13 +18,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelite.client.config import ClientConfig, load_config
-from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exists, is_conflict, is_not_found
+from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exists, is_not_found
 from kubelite.client.informer import Informer
-from kubelite.client.resources import LEASES, NODES, PODS
+from kubelite.client.resources import NODES, PODS
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import NODE_NAME_INDEX, key_of
-from kubelite.client.timestamps import now_micro_time, now_time
+from kubelite.client.timestamps import now_time
 from kubelite.client.workqueue import WorkQueue
+from kubelite.kubelet.heartbeat import KUBELET_VERSION, node_conditions, renew_lease
+from kubelite.kubelet.podstatus import TERMINAL, condition
 from kubelite.kubelet.runtime.fake import (
     CONTAINER_RUNNING,
     RUNTIME_NAME,
@@ -37,9 +39,6 @@ from kubelite.kubelet.runtime.fake import (
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-LEASE_NAMESPACE = "kube-node-lease"
-LEASE_DURATION_SECONDS = 40
-KUBELET_VERSION = "v1.33.0"
 EXIT_CODE_ANNOTATION = "kubelite.io/hollow-exit-code"
 """On a pod with restartPolicy Never or OnFailure: the code its containers exit with at once."""
 TICK = 0.1
@@ -52,13 +51,6 @@ CIDR_RECHECK = 5.0
 NODE_ADDRESSES = ipaddress.ip_network("10.192.0.0/10")
 FALLBACK_POD_RANGE = ipaddress.ip_network("172.16.0.0/12")
 """Where pod IPs come from (a /24 per node) while the node has no podCIDR."""
-TERMINAL = ("Succeeded", "Failed")
-NODE_CONDITIONS = (
-    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-)
 
 
 def parse_labels(values: Iterable[str]) -> dict[str, str]:
@@ -163,13 +155,6 @@ def node_address(fleet: str, index: int) -> str:
     return str(NODE_ADDRESSES[(base + index + 1) % NODE_ADDRESSES.num_addresses])
 
 
-def node_conditions(heartbeat: str, since: str) -> list[Obj]:
-    """A healthy kubelet's node conditions."""
-    return [{"type": type_, "status": status, "reason": reason, "message": message,
-             "lastHeartbeatTime": heartbeat, "lastTransitionTime": since}
-            for type_, status, reason, message in NODE_CONDITIONS]
-
-
 def node_object(node: HollowNode, template: NodeTemplate) -> Obj:
     """The Node a hollow kubelet registers."""
     capacity = {"cpu": template.cpu, "memory": template.memory, "pods": str(template.pods),
@@ -259,15 +244,6 @@ def _container_status(pod: Obj, container: Container, restart_policy: str) -> Ob
     return {**base, "state": {"terminated": terminated}, "ready": False, "started": False}
 
 
-def _condition(old: list[Obj], type_: str, ok: bool, now: str, reason: str = "", message: str = "") -> Obj:
-    """A pod condition; lastTransitionTime is kept from the old one when the status did not change."""
-    status = "True" if ok else "False"
-    previous = next((c for c in old if c.get("type") == type_), {})
-    since = previous.get("lastTransitionTime") if previous.get("status") == status else None
-    condition = {"type": type_, "status": status, "lastTransitionTime": since or now}
-    return {**condition, **({"reason": reason} if reason else {}), **({"message": message} if message else {})}
-
-
 def pod_status(pod: Obj, host_ip: str, pod_ip: str, containers: list[Container],
                init_containers: list[Container]) -> Obj:
     """The status a kubelet would post for a pod whose (fake) containers are in the given states."""
@@ -284,11 +260,11 @@ def pod_status(pod: Obj, host_ip: str, pod_ip: str, containers: list[Container],
     reason, message = ("PodCompleted", "") if phase in TERMINAL else (
         ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ("", ""))
     ours = [
-        _condition(conditions, "PodReadyToStartContainers", phase not in TERMINAL, now),
-        _condition(conditions, "Initialized", True, now),
-        _condition(conditions, "Ready", not unready, now, reason, message),
-        _condition(conditions, "ContainersReady", not unready, now, reason, message),
-        _condition(conditions, "PodScheduled", True, now),
+        condition(conditions, "PodReadyToStartContainers", phase not in TERMINAL, now),
+        condition(conditions, "Initialized", True, now),
+        condition(conditions, "Ready", not unready, now, reason, message),
+        condition(conditions, "ContainersReady", not unready, now, reason, message),
+        condition(conditions, "PodScheduled", True, now),
     ]
     owned = {c["type"] for c in ours}
     status: Obj = {
@@ -369,32 +345,8 @@ class HollowFleet:
         node.pod_cidr = (registered.get("spec") or {}).get("podCIDR", "")
         await self._renew_lease(node)
 
-    def _lease_object(self, node: HollowNode) -> Obj:
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": node.name, "namespace": LEASE_NAMESPACE,
-                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
-                                                  "uid": node.uid}]},
-                "spec": {"holderIdentity": node.name, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-                         "renewTime": now_micro_time()}}
-
     async def _renew_lease(self, node: HollowNode) -> None:
-        """PUT the last Lease seen with a new renewTime; on a conflict read it again, create it if missing."""
-        for _attempt in range(2):
-            try:
-                if node.lease is None:
-                    node.lease = await self.client.get(LEASES, node.name, LEASE_NAMESPACE)
-                lease = {**node.lease, "spec": {**node.lease["spec"], "holderIdentity": node.name,
-                                                "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-                                                "renewTime": now_micro_time()}}
-                node.lease = await self.client.update(LEASES, lease)
-                return
-            except ApiError as exc:
-                node.lease = None
-                if is_not_found(exc):
-                    node.lease = await self.client.create(LEASES, self._lease_object(node))
-                    return
-                if not is_conflict(exc):
-                    raise
+        node.lease = await renew_lease(self.client, node.name, node.uid, node.lease)
 
     async def _heartbeat(self, node: HollowNode) -> None:
         """Post the node conditions with a fresh heartbeat, learn the podCIDR, and resync the node's pods."""

@@ -1,0 +1,187 @@
+"""`kubelite agent`: the kubelet of this machine, wiring the runc runtime, image store, pod network, volumes,
+probes and pod workers to the API server (a pod informer for this node, a work queue of pod keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubelite.client.config import ClientConfig
+from kubelite.client.errors import ApiError
+from kubelite.client.events import EventRecorder
+from kubelite.client.informer import Informer
+from kubelite.client.resources import PODS, SERVICES
+from kubelite.client.rest import ApiClient
+from kubelite.client.store import key_of
+from kubelite.client.workqueue import WorkQueue
+from kubelite.kubelet.heartbeat import KUBELET_VERSION
+from kubelite.kubelet.imagepull import ImagePuller
+from kubelite.kubelet.images.config import load_registries
+from kubelite.kubelet.images.store import ImageStore
+from kubelite.kubelet.network import dnsfiles
+from kubelite.kubelet.network.plugin import BridgeNetwork
+from kubelite.kubelet.node import Machine, NodeAgent, default_address
+from kubelite.kubelet.podworker import NodeInfo, PodWorkers
+from kubelite.kubelet.probes import Prober
+from kubelite.kubelet.runtime.base import DNSConfig
+from kubelite.kubelet.runtime.runc import RuncRuntime
+from kubelite.kubelet.volumes import VolumeManager
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+POD_WORKERS = 8
+RESYNC = 10.0
+"""Every pod of the node is synced at least this often (probes, back-offs and volume refreshes ride on it)."""
+
+
+@dataclass
+class AgentConfig:
+    """How this kubelet runs: where it keeps state, who it is, and the cluster's DNS."""
+
+    data_dir: Path = Path("/var/lib/kubelite")
+    node_name: str = field(default_factory=lambda: socket.gethostname().lower())
+    node_ip: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[Obj] = field(default_factory=list)
+    pod_cidr: str = "10.42.0.0/24"
+    """Until node IPAM assigns one."""
+    cluster_cidr: str = "10.42.0.0/16"
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    private_registry: Path = Path("/etc/kubelite/registries.yaml")
+    resolv_conf: Path = Path("/etc/resolv.conf")
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.data_dir / "agent"
+
+
+class Kubelet:
+    """One node's kubelet; run() until cancelled, containers keep running when it stops."""
+
+    def __init__(self, client: ApiClient, config: AgentConfig):
+        self.client = client
+        self.config = config
+        self.address = config.node_ip or default_address()
+        self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
+                                     cluster_cidr=config.cluster_cidr)
+        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", network=self.network)
+        self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
+        self.recorder = EventRecorder(client, "kubelet", config.node_name)
+        self.queue = WorkQueue()
+        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}")
+        self.services = Informer(client, SERVICES)
+        self.machine = Machine(config.agent_dir)
+        self.prober = Prober(self.runtime, self.recorder, self.queue.add)
+        host_resolv = config.resolv_conf.read_text() if config.resolv_conf.exists() else None
+        self._host_dns = dnsfiles.parse_resolv_conf(host_resolv) if host_resolv is not None else None
+        self.workers: PodWorkers | None = None
+
+    def dns(self, pod: Obj) -> DNSConfig | None:
+        """The pod's resolv.conf settings (cluster DNS first for ClusterFirst pods)."""
+        found = dnsfiles.pod_dns_config(pod, self._host_dns, [self.config.cluster_dns], self.config.cluster_domain,
+                                        [self.address])
+        return DNSConfig(found.servers, found.searches, found.options)
+
+    def hosts(self, pod: Obj, ip: str) -> str:
+        node_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+        return dnsfiles.hosts_file(pod, [ip], self.config.cluster_domain, node_hosts)
+
+    async def run(self) -> None:
+        """Start the runtime (adopting what a previous agent left), register, then sync pods until cancelled."""
+        await self.runtime.start()
+        version = await self.runtime.version()
+        node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
+                         f"{version.name}://{version.version}", labels=self.config.labels, taints=self.config.taints,
+                         on_pod_cidr=self._pod_cidr)
+        await node.register()
+        self.workers = PodWorkers(
+            client=self.client, runtime=self.runtime, runtime_name=version.name,
+            puller=ImagePuller(self.images, self.recorder), volumes=VolumeManager(self.config.agent_dir / "pods"),
+            prober=self.prober, recorder=self.recorder,
+            node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory()),
+            dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
+        adopted = await self.workers.adopt()
+        live = [s.id for s in await self.runtime.list_pod_sandboxes()]
+        await self.network.sync(live)
+        self.pods.add_handlers(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new),
+                               on_delete=self._enqueue)
+        self.pods.start()
+        self.services.start()
+        events = self.runtime.subscribe_events()
+        try:
+            await asyncio.gather(self.pods.wait_synced(), self.services.wait_synced())
+            for key in adopted:
+                self.queue.add(key)
+            log.info("kubelet %s ready: %d pods bound here", self.config.node_name, len(self.pods.store))
+            async with asyncio.TaskGroup() as group:
+                group.create_task(node.run())
+                group.create_task(self._container_events(events))
+                group.create_task(self._resync())
+                for _ in range(POD_WORKERS):
+                    group.create_task(self._worker())
+        finally:
+            self.runtime.unsubscribe_events(events)
+            self.queue.shutdown()
+            await self.prober.close()
+            await self.pods.stop()
+            await self.services.stop()
+            await self.recorder.close()
+            await self.images.close()
+            await self.runtime.close()
+
+    def _pod_cidr(self, cidr: str) -> None:
+        try:
+            self.network.set_pod_cidr(cidr)
+        except ValueError as exc:
+            log.error("cannot use podCIDR %s: %s", cidr, exc)
+
+    def _enqueue(self, pod: Obj) -> None:
+        self.queue.add(key_of(pod))
+
+    def _requeue(self, key: str, delay: float) -> None:
+        if delay <= 0:
+            self.queue.add(key)
+        else:
+            self.queue.add_after(key, delay)
+
+    async def _container_events(self, events: asyncio.Queue) -> None:
+        """A container that starts or stops wakes its pod's worker at once (the evented PLEG)."""
+        while True:
+            event = await events.get()
+            assert self.workers is not None
+            for record in self.workers.records.values():
+                if record.sandbox_id == event.sandbox_id:
+                    self.queue.add(record.key)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC)
+            for pod in self.pods.store.list():
+                self.queue.add(key_of(pod))
+
+    async def _worker(self) -> None:
+        assert self.workers is not None
+        while (key := await self.queue.get()) is not None:
+            try:
+                await self.workers.sync(key, self.pods.store.get(key))
+                self.queue.forget(key)
+            except Exception as exc:
+                log.warning("syncing pod %s failed: %s", key, exc, exc_info=not isinstance(exc, ApiError))
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+
+async def run_agent(client_config: ClientConfig, config: AgentConfig) -> None:
+    """Run the kubelet until cancelled."""
+    async with ApiClient(client_config, qps=50, burst=100,
+                         user_agent=f"kubelite-kubelet/{KUBELET_VERSION}") as client:
+        kubelet = Kubelet(client, config)
+        with contextlib.suppress(asyncio.CancelledError):
+            await kubelet.run()
