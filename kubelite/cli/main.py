@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,10 @@ COMPONENT_IDENTITIES = {
 @click.option("--write-kubeconfig", "-o", default=DEFAULT_KUBECONFIG, show_default=True, type=click.Path(),
               help="Where to write the admin kubeconfig (mode 0600).")
 @click.option("--disable-agent", is_flag=True, help="Run only the control plane, no local node agent.")
+@click.option("--node-name", default=None, help="The local agent's node name (default: the host name).")
 @click.option("--disable-scheduler", is_flag=True, help="Do not run the scheduler.")
 @click.option("--disable-controller-manager", is_flag=True, help="Do not run the controller-manager.")
-def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, disable_scheduler: bool,
+def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name: str | None, disable_scheduler: bool,
            disable_controller_manager: bool, **kwargs: object) -> None:
     """Start the control plane (each component its own process) and write the admin kubeconfig."""
     _setup_logging(verbose)
@@ -113,8 +115,6 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, disable_sc
     pki.write_kubeconfig(Path(write_kubeconfig), url, certs)
     log = logging.getLogger("kubelite")
     log.info("wrote kubeconfig %s", write_kubeconfig)
-    if not disable_agent:
-        log.warning("this kubelite has no node agent yet: running the control plane only")
     args = ["apiserver", "--data-dir", str(config.data_dir), "--bind-address", config.bind_address,
             "--https-port", str(config.https_port), "--advertise-address", config.advertise_address,
             "--service-cidr", config.service_cidr]
@@ -131,6 +131,13 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, disable_sc
         kubeconfig = config.server_dir / "cred" / f"{name}.kubeconfig"
         pki.write_kubeconfig(kubeconfig, url, certs, pki.issue_client_cert(certs, user, groups))
         components.append(Component(name, [name, "--kubeconfig", str(kubeconfig), *extra]))
+    if not disable_agent:
+        node = node_name or socket.gethostname().lower()
+        kubeconfig = config.data_dir / "agent" / "kubelet.kubeconfig"
+        pki.write_kubeconfig(kubeconfig, url, certs, pki.issue_client_cert(certs, f"system:node:{node}",
+                                                                           ["system:nodes"]))
+        components.append(Component("agent", ["agent", "--kubeconfig", str(kubeconfig), "--node-name", node,
+                                              "--data-dir", str(config.data_dir), *extra]))
     asyncio.run(supervise(components))
 
 

@@ -89,12 +89,14 @@ class Cluster:
         return response.status, {"text": raw.decode()}
 
 
-def start_server(data_dir: Path, port: int, *extra_args: str) -> Cluster:
-    """Start `kubelite server --disable-agent` (plus extra_args) and wait until the API answers."""
+def start_server(data_dir: Path, port: int, *extra_args: str, agent: str = "") -> Cluster:
+    """Start `kubelite server` (plus extra_args) and wait until the API answers; without its local agent unless
+    `agent` names the node it should register."""
     kubeconfig = data_dir / "kubeconfig.yaml"
     log = data_dir / "server.log"
+    node = ["--node-name", agent] if agent else ["--disable-agent"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kubelite", "server", "--disable-agent", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "kubelite", "server", *node, "--data-dir", str(data_dir),
          "--bind-address", "127.0.0.1", "--https-port", str(port), "--write-kubeconfig", str(kubeconfig),
          *extra_args],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)

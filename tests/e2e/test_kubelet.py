@@ -1,0 +1,261 @@
+"""Real containers with the real kubectl: `kubelite server` with its local agent (runc, overlayfs, the pod network),
+images built from busybox-static and pushed to a local docker-registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server
+from tests.images import busybox_image, push
+from tests.registry import start_registry, stop_registry
+
+NODE = "node-e2e"
+
+
+def eventually(check: Callable[[], Any], within: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"not within {within} s: {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
+    """A one-node cluster with a real agent, and the busybox image reference it can pull."""
+    work = tmp_path_factory.mktemp("kubelet-e2e")
+    registry = start_registry(work / "registry")
+    push(registry.url, "busybox", "1.36", busybox_image())
+    cluster = start_server(work, free_port(), agent=NODE)
+    try:
+        eventually(lambda: _ready(cluster), 60, "the node Ready")
+        yield cluster, f"{registry.url.removeprefix('http://')}/busybox:1.36"
+    finally:
+        cluster.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s", check=False)
+        stop_server(cluster)
+        stop_registry(registry)
+
+
+def _ready(c: Cluster) -> bool:
+    node = c.get_json("node", NODE)
+    return any(x["type"] == "Ready" and x["status"] == "True" for x in node["status"]["conditions"])
+
+
+def _pod(c: Cluster, name: str) -> dict:
+    return c.get_json("pod", name)
+
+
+def _status(c: Cluster, name: str, index: int = 0) -> dict:
+    return (_pod(c, name)["status"].get("containerStatuses") or [{}])[index]
+
+
+def _apply(c: Cluster, manifest: dict) -> None:
+    c.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def _pod_manifest(name: str, image: str, script: str, **spec: Any) -> dict:
+    container = {"name": "c", "image": image, "command": ["sh", "-c", script], **spec.pop("container", {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 5, **spec}}
+
+
+def _running(c: Cluster, name: str) -> bool:
+    return _pod(c, name)["status"].get("phase") == "Running"
+
+
+def test_pod_runs_logs_and_exec(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    c.kubectl("run", "talker", f"--image={image}", "--", "sh", "-c",
+              "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done")
+    eventually(lambda: _running(c, "talker"), 60, "talker Running")
+    eventually(lambda: "line 3" in c.kubectl("logs", "talker").stdout, 30, "kubectl logs shows the output")
+    follow = subprocess.Popen([KUBECTL, "--kubeconfig", str(c.kubeconfig), "logs", "-f", "--tail=1", "talker"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        seen = [follow.stdout.readline() for _ in range(5)]
+    finally:
+        follow.kill()
+        follow.wait()
+    numbers = [int(line.split()[1]) for line in seen]
+    assert numbers == sorted(numbers) and numbers[-1] - numbers[0] == 4, seen
+    assert c.kubectl("exec", "talker", "--", "hostname").stdout.strip() == "talker"
+    resolv = c.kubectl("exec", "talker", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 10.43.0.10" in resolv and "search default.svc.cluster.local svc.cluster.local" in resolv
+    ps = c.kubectl("exec", "talker", "--", "ps", "-o", "pid,comm").stdout.splitlines()[1:]
+    assert ps and ps[0].split()[0] == "1" and len(ps) < 6, ps
+    assert not any("kubelite" in line or "python" in line for line in ps)
+    interfaces = c.kubectl("exec", "talker", "--", "cat", "/proc/net/dev").stdout
+    assert {line.split(":")[0].strip() for line in interfaces.splitlines()[2:]} == {"lo", "eth0"}
+    echoed = c.kubectl("exec", "-i", "talker", "--", "cat", input="through stdin\n").stdout
+    assert echoed == "through stdin\n"
+    failed = c.kubectl("exec", "talker", "--", "sh", "-c", "exit 7", check=False)
+    assert failed.returncode == 7
+    c.kubectl("exec", "talker", "--", "touch", "/written-inside")
+    assert not Path("/written-inside").exists()
+
+
+def test_port_forward_reaches_a_pod(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("web", image, "mkdir -p /www && echo hello from the pod > /www/index.html && "
+                                          "exec httpd -f -p 8080 -h /www"))
+    eventually(lambda: _running(c, "web"), 60, "web Running")
+    port = free_port()
+    forward = subprocess.Popen([KUBECTL, "--kubeconfig", str(c.kubeconfig), "port-forward", "pod/web",
+                                f"{port}:8080"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = eventually(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5).read(),
+                          30, "an answer through port-forward")
+        assert body == b"hello from the pod\n"
+    finally:
+        forward.kill()
+        forward.wait()
+
+
+def test_oom_kill_crash_loop_and_bad_image(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("hog", image, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo done",
+                            container={"resources": {"limits": {"memory": "40Mi"}}}))
+    c.kubectl("run", "crasher", f"--image={image}", "--", "sh", "-c", "echo about to fail; exit 3")
+    c.kubectl("run", "missing", f"--image={image.rsplit(':', 1)[0]}:no-such-tag")
+    eventually(lambda: _status(c, "hog").get("lastState", {}).get("terminated", {}).get("reason") == "OOMKilled",
+               60, "OOMKilled")
+    assert _status(c, "hog")["lastState"]["terminated"]["exitCode"] == 137
+    eventually(lambda: _status(c, "hog")["restartCount"] >= 1, 60, "the OOM-killed container restarted")
+
+    eventually(lambda: _status(c, "crasher").get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff",
+               60, "CrashLoopBackOff")
+    eventually(lambda: _status(c, "crasher")["restartCount"] >= 2, 60, "restarts after the first back-off")
+    terminated = _status(c, "crasher")["lastState"]["terminated"]
+    assert terminated["exitCode"] == 3 and terminated["reason"] == "Error"
+    events = c.kubectl("get", "events", "--field-selector", "involvedObject.name=crasher,reason=BackOff").stdout
+    assert "Back-off restarting failed container" in events
+
+    eventually(lambda: _status(c, "missing").get("state", {}).get("waiting", {}).get("reason")
+               in ("ErrImagePull", "ImagePullBackOff"), 60, "a pull error")
+    eventually(lambda: _status(c, "missing")["state"]["waiting"]["reason"] == "ImagePullBackOff", 60,
+               "ImagePullBackOff")
+    described = c.kubectl("describe", "pod", "missing").stdout
+    assert "Failed to pull image" in described and "not found" in described
+    c.kubectl("delete", "pod", "hog", "crasher", "missing", "--grace-period=1")
+
+
+def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("sick", image, "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600",
+                            container={"livenessProbe": {"exec": {"command": ["test", "-e", "/tmp/healthy"]},
+                                                         "periodSeconds": 1, "failureThreshold": 2}}))
+    _apply(c, _pod_manifest("slow", image, "sleep 4; touch /tmp/ready; sleep 3600",
+                            container={"readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/ready"]},
+                                                          "periodSeconds": 1}}))
+    eventually(lambda: _running(c, "slow"), 60, "slow Running")
+    assert _status(c, "slow")["ready"] is False
+    eventually(lambda: _status(c, "slow")["ready"] is True, 30, "Ready once the probe passes")
+    ready = next(x for x in _pod(c, "slow")["status"]["conditions"] if x["type"] == "Ready")
+    assert ready["status"] == "True"
+    eventually(lambda: _status(c, "sick")["restartCount"] >= 1, 60, "a liveness restart")
+    assert "Liveness probe failed" in c.kubectl("describe", "pod", "sick").stdout
+    c.kubectl("delete", "pod", "sick", "slow", "--grace-period=1")
+
+
+def test_init_containers_volumes_configmaps_and_secrets(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    c.kubectl("create", "configmap", "settings", "--from-literal=greeting=hello", "--from-literal=file.txt=from a file")
+    c.kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret")
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "assembled"}, "spec": {
+        "initContainers": [
+            {"name": "first", "image": image, "command": ["sh", "-c", "echo first >> /shared/order"],
+             "volumeMounts": mount},
+            {"name": "second", "image": image, "command": ["sh", "-c", "echo second >> /shared/order"],
+             "volumeMounts": mount}],
+        "containers": [
+            {"name": "writer", "image": image, "volumeMounts": mount,
+             "command": ["sh", "-c", "echo from the writer > /shared/note; sleep 3600"]},
+            {"name": "reader", "image": image,
+             "command": ["sh", "-c", "while [ ! -e /shared/note ]; do sleep 0.2; done; cat /shared/order /shared/note"
+                                     " /config/file.txt; echo; cat /secret/password; echo; "
+                                     "echo env $GREETING $PASSWORD; sleep 3600"],
+             "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                     {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+             "volumeMounts": [*mount, {"name": "config", "mountPath": "/config"},
+                              {"name": "secret", "mountPath": "/secret"}]}],
+        "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "config", "configMap": {"name": "settings"}},
+                    {"name": "secret", "secret": {"secretName": "creds"}}]}}
+    _apply(c, manifest)
+    eventually(lambda: _running(c, "assembled"), 60, "assembled Running")
+    out = eventually(lambda: (lambda text: text if "env" in text else "")(
+        c.kubectl("logs", "assembled", "-c", "reader").stdout), 30, "the reader's output")
+    assert out.splitlines() == ["first", "second", "from the writer", "from a file", "s3cret", "env hello s3cret"]
+    inits = _pod(c, "assembled")["status"]["initContainerStatuses"]
+    assert [s["state"]["terminated"]["reason"] for s in inits] == ["Completed", "Completed"]
+    c.kubectl("delete", "pod", "assembled", "--grace-period=1")
+
+
+def test_sigterm_is_trapped_within_the_grace_period(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("graceful", image, "trap 'echo shutting down cleanly; exit 0' TERM; echo up; "
+                                               "while true; do sleep 0.2; done", terminationGracePeriodSeconds=20))
+    eventually(lambda: "up" in c.kubectl("logs", "graceful").stdout, 60, "graceful up")
+    follow = subprocess.Popen([KUBECTL, "--kubeconfig", str(c.kubeconfig), "logs", "-f", "graceful"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    started = time.monotonic()
+    c.kubectl("delete", "pod", "graceful", "--wait=true", "--timeout=30s")
+    took = time.monotonic() - started
+    out, _ = follow.communicate(timeout=20)
+    assert "shutting down cleanly" in out
+    assert took < 15, f"a trapped SIGTERM should end the pod well within its 20 s grace period, took {took:.1f}s"
+
+
+def test_replicas_reach_each_other_by_pod_ip(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "echo"}}, "template": {
+            "metadata": {"labels": {"app": "echo"}},
+            "spec": {"containers": [{"name": "c", "image": image, "command": ["sh", "-c",
+                     "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]}]}}}}
+    _apply(c, deployment)
+    c.kubectl("rollout", "status", "deployment/echo", "--timeout=90s")
+    pods = c.get_json("pods", "-l", "app=echo")["items"]
+    assert len(pods) == 2
+    first, second = pods
+    answer = c.kubectl("exec", first["metadata"]["name"], "--", "timeout", "5", "wget", "-qO-",
+                       f"http://{second['status']['podIP']}:8080/index.html").stdout
+    assert answer.strip() == second["metadata"]["name"]
+    c.kubectl("delete", "deployment", "echo")
+
+
+def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    c.kubectl("run", "survivor", f"--image={image}", "--", "sh", "-c", "while true; do echo tick; sleep 1; done")
+    eventually(lambda: _running(c, "survivor") and _status(c, "survivor").get("ready"), 60, "survivor Running")
+    before = _status(c, "survivor")
+    agent = c.component_pid("agent")
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    eventually(lambda: c.component_pid("agent") not in (None, agent), 30, "the supervisor restarts the agent")
+    time.sleep(12)
+    after = _status(c, "survivor")
+    assert after["containerID"] == before["containerID"] and after["restartCount"] == before["restartCount"]
+    assert "state" in after and "running" in after["state"]
+    lines = c.kubectl("logs", "--tail=2", "survivor").stdout.split()
+    assert lines == ["tick", "tick"]
+    c.kubectl("delete", "pod", "survivor", "--grace-period=1")
