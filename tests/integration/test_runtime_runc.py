@@ -41,6 +41,7 @@ from kubelite.kubelet.runtime.base import (
 )
 from kubelite.kubelet.runtime.bundle import CAPABILITY_NAMES
 from kubelite.kubelet.runtime.runc import RuncRuntime, host_info
+from kubelite.kubelet.runtime.runccli import find_runc
 
 BUSYBOX = Path("/usr/bin/busybox")
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +77,7 @@ def build_busybox_layer(target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def layer() -> Iterator[Path]:
+    """The busybox layer, shared by the module's tests (read-only under their overlays)."""
     directory = Path(tempfile.mkdtemp(prefix="kl-layer-"))
     try:
         yield build_busybox_layer(directory / "layer")
@@ -85,6 +87,7 @@ def layer() -> Iterator[Path]:
 
 @pytest.fixture
 def image(layer: Path) -> BusyboxImage:
+    """The busybox image with an image config whose Env the containers must see."""
     return BusyboxImage([layer], {"config": {"Env": ["FROM_IMAGE=yes"], "Cmd": ["sh"]}})
 
 
@@ -99,6 +102,7 @@ class Node:
     cgroup_root: str
 
     def runtime(self, **kwargs: Any) -> RuncRuntime:
+        """A runtime instance over this node's state (a second one adopts what the first left)."""
         return RuncRuntime(state_dir=self.state, run_dir=self.run, cgroup_root=self.cgroup_root, **kwargs)
 
 
@@ -113,6 +117,7 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def runc_containers(root: Path) -> list[str]:
+    """Containers runc keeps state for under a root."""
     return sorted(os.listdir(root)) if root.exists() else []
 
 
@@ -128,13 +133,14 @@ def leftovers(node: Node, pod_cgroup: str) -> list[str]:
 
 @pytest.fixture
 def node() -> Iterator[Node]:
+    """A fresh node; afterwards, even when the test failed: kill runc containers, unmount, remove cgroups."""
     base = Path(tempfile.mkdtemp(prefix="kl-"))
     spot = Node(base, base / "state", base / "run", base / "logs", f"/kubelite-test-{secrets.token_hex(4)}")
     try:
         yield spot
     finally:
         for container in runc_containers(spot.run / "runc"):
-            subprocess.run(["runc", "--root", str(spot.run / "runc"), "delete", "--force", container],
+            subprocess.run([find_runc(), "--root", str(spot.run / "runc"), "delete", "--force", container],
                            capture_output=True)
         for point in sorted(mounts_under(base), key=len, reverse=True):
             syscalls.umount(point, syscalls.MNT_DETACH)
@@ -144,6 +150,7 @@ def node() -> Iterator[Node]:
 
 @pytest.fixture
 async def runtime(node: Node) -> AsyncIterator[RuncRuntime]:
+    """A started runtime on the node; its pods are removed afterwards."""
     rt = node.runtime()
     await rt.start()
     try:
@@ -155,16 +162,19 @@ async def runtime(node: Node) -> AsyncIterator[RuncRuntime]:
 
 
 def pod(node: Node, name: str = "web", **kwargs: Any) -> SandboxConfig:
+    """A pod's sandbox config with a unique uid and its log directory on the node."""
     uid = secrets.token_hex(8)
     return SandboxConfig(name=name, namespace="default", uid=uid, hostname=name,
                          log_directory=str(node.logs / f"default_{name}_{uid}"), **kwargs)
 
 
 def container(image: BusyboxImage, script: str, name: str = "main", **kwargs: Any) -> ContainerConfig:
+    """A container running a shell script, logging to <name>/0.log."""
     return ContainerConfig(name=name, image=image, command=["sh", "-c", script], log_path=f"{name}/0.log", **kwargs)
 
 
 async def run(rt: RuncRuntime, sandbox_id: str, sandbox: SandboxConfig, config: ContainerConfig) -> str:
+    """Create and start a container."""
     container_id = await rt.create_container(sandbox_id, config, sandbox)
     await rt.start_container(container_id)
     return container_id
@@ -192,6 +202,7 @@ async def run_to_exit(rt: RuncRuntime, sandbox_id: str, sandbox: SandboxConfig, 
 
 
 def log_lines(path: str) -> list[tuple[str, str, bytes]]:
+    """(stream, tag, content) of every line of a CRI log file, each checked against the format."""
     lines = []
     for raw in Path(path).read_bytes().splitlines():
         match = CRI_LINE.match(raw)
@@ -210,6 +221,7 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool]) -> None:
 
 
 def log_has(path: str, content: bytes) -> bool:
+    """Whether the log file exists and contains content."""
     return Path(path).exists() and content in Path(path).read_bytes()
 
 
@@ -222,6 +234,7 @@ def parent_of(pid: int) -> int:
 
 
 def host_sysctl(name: str) -> str:
+    """A sysctl's value as the test process sees it (the host's namespaces)."""
     return Path("/proc/sys", name.replace(".", "/")).read_text().strip()
 
 
@@ -486,7 +499,7 @@ async def test_tty_container_attach_and_log(runtime: RuncRuntime, node: Node, im
     await session.close()
     await runtime.stop_container(container_id, 0)
     contents = [c for _, _, c in log_lines((await runtime.container_status(container_id)).log_path)]
-    assert contents[0].startswith(b"/dev/pts/") and b"got hi" in contents
+    assert [c for c in contents if c.startswith(b"/dev/pts/")] and b"got hi" in contents
     assert not [c for c in contents if c.endswith(b"\r")]
 
 
@@ -601,6 +614,7 @@ sys.path.insert(0, {root!r})
 from kubelite.kubelet.runtime.base import ContainerConfig, SandboxConfig
 from kubelite.kubelet.runtime.bundle import CAPABILITY_NAMES
 from kubelite.kubelet.runtime.runc import RuncRuntime, host_info
+from kubelite.kubelet.runtime.runccli import find_runc
 from tests.integration.test_runtime_runc import BusyboxImage
 
 async def main():

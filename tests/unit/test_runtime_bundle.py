@@ -38,17 +38,21 @@ HOST = HostInfo(capabilities=[c for c in ALL if c != "CAP_SYS_RESOURCE"], nofile
 
 @dataclass
 class Image:
+    """A RootfsImage with no layers: only its config matters here."""
+
     layer_dirs: list[Path] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 
 def sandbox() -> SandboxContext:
+    """A pod with its own namespaces, shared files and /dev/shm."""
     return SandboxContext(hostname="web-0", namespaces={"net": "/run/n", "ipc": "/run/i", "uts": "/run/u", "pid": ""},
                           files={"/etc/hosts": "/s/hosts", "/etc/resolv.conf": "/s/resolv.conf"}, shm="/run/shm/x",
                           sandbox_id="sb", pod_name="web-0", pod_namespace="default", pod_uid="uid")
 
 
 def spec(config: ContainerConfig, host: HostInfo = HOST, **kwargs: Any) -> dict[str, Any]:
+    """The spec for a container of that pod, running as 1000:1000."""
     return build_spec(config, sandbox(), UserIds(1000, 1000, [1000]), host, cgroups_path="/kubelite/poduid/c",
                       **kwargs)
 
@@ -186,6 +190,7 @@ def test_stop_signal_from_image() -> None:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
+    """A rootfs with just /etc/passwd and /etc/group."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n# comment\n")
