@@ -14,7 +14,7 @@ from aiohttp import web
 from kubelite.api.kinds import BUILTIN
 from kubelite.api.registry import Registry
 from kubelite.api.schema import Schemas
-from kubelite.apiserver import bootstrap, errors, pki, requestinfo, resources, reviews
+from kubelite.apiserver import bootstrap, errors, pki, podproxy, requestinfo, resources, reviews
 from kubelite.apiserver.allocators import ServiceAllocator
 from kubelite.apiserver.authn import ANONYMOUS, USER_KEY, Authenticator, UserInfo, is_public
 from kubelite.apiserver.context import ApiContext
@@ -25,6 +25,7 @@ from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
+from kubelite.client.join import CLIENT_CA_PATH
 from kubelite.storage import Backend, open_backend
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class ApiServer:
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        if self.pki is not None:
+            podproxy.install(app, self.pki)
         return app
 
     async def open(self) -> None:
@@ -160,6 +163,8 @@ class ApiServer:
             return web.json_response(version_info())
         if path == "/cacerts" and self.pki is not None:
             return web.Response(body=self.pki.server_ca.cert_pem, content_type="text/plain")
+        if path == CLIENT_CA_PATH and self.pki is not None:
+            return web.json_response({"clientCA": self.pki.client_ca.cert_pem.decode()})
         if path == "/metrics":
             body, content_type = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": content_type})

@@ -10,7 +10,7 @@ from kubelite.api.kinds.common import format_labels, format_selector
 from kubelite.api.resource import ResourceType
 from kubelite.api.selectors import from_label_selector
 from kubelite.api.strategy import Obj
-from kubelite.apiserver import errors, negotiation, resources
+from kubelite.apiserver import errors, negotiation, podproxy, resources
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.objects import ListOptions, now_rfc3339
 from kubelite.apiserver.requestinfo import RequestInfo
@@ -65,6 +65,8 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
         return await _binding(ctx, request, info, rt)
     if sub == "eviction":
         return await _eviction(ctx, request, info, rt)
+    if sub in ("log", "exec", "attach", "portforward"):
+        return await podproxy.handle(ctx, request, info, rt)
     subresource = "status" if sub in ("status", "finalize") else sub
     if info.verb == "get":
         return resources.render(rt, await store.get(rt, ns, name), request)

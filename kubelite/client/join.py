@@ -9,6 +9,10 @@ from urllib.parse import urlsplit
 
 from kubelite.client.config import ClientConfig, ConfigError
 
+CLIENT_CA_PATH = "/v1-kubelite/client-ca"
+"""For authenticated agents: the CA of client certificates, so a kubelet can verify the API server's (k3s serves
+the same as /v1-k3s/client-ca.crt)."""
+
 
 def parse_token(token: str) -> tuple[str, str]:
     """(CA hash or "", secret) from `K10<sha256 of the CA>::server:<secret>` or a bare secret."""

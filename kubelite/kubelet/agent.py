@@ -15,6 +15,7 @@ from kubelite.client.config import ClientConfig
 from kubelite.client.errors import ApiError
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer
+from kubelite.client.join import CLIENT_CA_PATH
 from kubelite.client.resources import PODS, SERVICES
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import key_of
@@ -25,11 +26,12 @@ from kubelite.kubelet.images.config import load_registries
 from kubelite.kubelet.images.store import ImageStore
 from kubelite.kubelet.network import dnsfiles
 from kubelite.kubelet.network.plugin import BridgeNetwork
-from kubelite.kubelet.node import Machine, NodeAgent, default_address
+from kubelite.kubelet.node import KUBELET_PORT, Machine, NodeAgent, default_address
 from kubelite.kubelet.podworker import NodeInfo, PodWorkers
 from kubelite.kubelet.probes import Prober
 from kubelite.kubelet.runtime.base import DNSConfig
 from kubelite.kubelet.runtime.runc import RuncRuntime
+from kubelite.kubelet.server import KubeletServer, Located
 from kubelite.kubelet.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class AgentConfig:
     cluster_dns: str = "10.43.0.10"
     cluster_domain: str = "cluster.local"
     private_registry: Path = Path("/etc/kubelite/registries.yaml")
+    kubelet_port: int = KUBELET_PORT
     resolv_conf: Path = Path("/etc/resolv.conf")
 
     @property
@@ -81,6 +84,7 @@ class Kubelet:
         host_resolv = config.resolv_conf.read_text() if config.resolv_conf.exists() else None
         self._host_dns = dnsfiles.parse_resolv_conf(host_resolv) if host_resolv is not None else None
         self.workers: PodWorkers | None = None
+        self.server: KubeletServer | None = None
 
     def dns(self, pod: Obj) -> DNSConfig | None:
         """The pod's resolv.conf settings (cluster DNS first for ClusterFirst pods)."""
@@ -98,7 +102,7 @@ class Kubelet:
         version = await self.runtime.version()
         node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
                          f"{version.name}://{version.version}", labels=self.config.labels, taints=self.config.taints,
-                         on_pod_cidr=self._pod_cidr)
+                         port=self.config.kubelet_port, on_pod_cidr=self._pod_cidr)
         await node.register()
         self.workers = PodWorkers(
             client=self.client, runtime=self.runtime, runtime_name=version.name,
@@ -106,6 +110,7 @@ class Kubelet:
             prober=self.prober, recorder=self.recorder,
             node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory()),
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
+        await self._serve()
         adopted = await self.workers.adopt()
         live = [s.id for s in await self.runtime.list_pod_sandboxes()]
         await self.network.sync(live)
@@ -132,8 +137,28 @@ class Kubelet:
             await self.pods.stop()
             await self.services.stop()
             await self.recorder.close()
+            if self.server is not None:
+                await self.server.stop()
             await self.images.close()
             await self.runtime.close()
+
+    async def _serve(self) -> None:
+        """The kubelet's HTTPS API for the API server (logs, exec, attach, port-forward, stats), trusting only
+        client certificates of the cluster's client CA."""
+        ca = await self.client.request("GET", CLIENT_CA_PATH)
+        ca_file = self.config.agent_dir / "client-ca.crt"
+        ca_file.write_text(ca["clientCA"])
+        self.server = KubeletServer(self.runtime, self._locate, ca_file, list_pods=self._list_pods,
+                                    port=self.config.kubelet_port, node_name=self.config.node_name)
+        await self.server.start()
+
+    async def _locate(self, namespace: str, name: str, container: str, previous: bool) -> Located:
+        assert self.workers is not None
+        return await self.workers.locate(self.pods.store.get_by_name(namespace, name), namespace, name, container,
+                                         previous)
+
+    async def _list_pods(self) -> list[Obj]:
+        return self.pods.store.list()
 
     def _pod_cidr(self, cidr: str) -> None:
         try:

@@ -41,6 +41,7 @@ from kubelite.kubelet.runtime.base import (
     RuntimeServiceError,
     SandboxState,
 )
+from kubelite.kubelet.server import Located, LocateError
 from kubelite.kubelet.volumes import MountError, VolumeManager
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,30 @@ class PodWorkers:
             if current is None or sandbox.state == SandboxState.READY:
                 self.records[cfg.uid] = PodRecord(cfg.uid, key, sandbox.id, sandbox.ip)
         return sorted({r.key for r in self.records.values()})
+
+    # ---- what the kubelet server streams from
+
+    async def locate(self, pod: Obj | None, namespace: str, name: str, container: str, previous: bool) -> Located:
+        """The sandbox and (current or previous) container of a pod for logs, exec, attach and port-forward."""
+        if pod is None:
+            raise LocateError(f'pod "{name}" not found in namespace "{namespace}"', 404)
+        rec = self.records.get(pod["metadata"]["uid"])
+        waiting = (rec.waiting.get(container) if rec else None) or ("ContainerCreating", "")
+        if rec is None or not rec.sandbox_id:
+            if not container:
+                raise LocateError(f'pod "{name}" is not running yet', 400)
+            raise LocateError(f'container "{container}" in pod "{name}" is waiting to start: {waiting[0]}')
+        if not container:
+            return Located(pod, rec.sandbox_id)
+        history = sorted((c for c in await self.runtime.list_containers(rec.sandbox_id)
+                          if c.labels.get(CONTAINER_NAME_LABEL, c.name) == container), key=lambda c: c.attempt)
+        if previous:
+            if len(history) < 2:
+                raise LocateError(f'previous terminated container "{container}" in pod "{name}" not found')
+            return Located(pod, rec.sandbox_id, history[-2])
+        if not history:
+            raise LocateError(f'container "{container}" in pod "{name}" is waiting to start: {waiting[0]}')
+        return Located(pod, rec.sandbox_id, history[-1])
 
     # ---- the sync
 

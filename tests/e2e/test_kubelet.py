@@ -28,7 +28,7 @@ def eventually(check: Callable[[], Any], within: float = 60, what: str = "") -> 
     while time.monotonic() < deadline:
         try:
             last = check()
-        except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
+        except (AssertionError, KeyError, IndexError, OSError, json.JSONDecodeError) as exc:
             last = exc
         else:
             if last:
