@@ -37,12 +37,13 @@ echo "installed: $(kubelite --version)"
 
 if [ "$start" = 1 ]; then
   mkdir -p /var/log
-  nohup kubelite server --disable-agent >/var/log/kubelite.log 2>&1 &
+  nohup kubelite server >/var/log/kubelite.log 2>&1 &
   echo "starting kubelite server (pid $!, log /var/log/kubelite.log)"
   for _ in $(seq 1 60); do
     if [ -f /etc/kubelite/kubelite.yaml ] && \
-       kubectl --kubeconfig /etc/kubelite/kubelite.yaml get --raw /readyz >/dev/null 2>&1; then
-      echo "cluster ready: export KUBECONFIG=/etc/kubelite/kubelite.yaml; kubectl get ns"
+       kubectl --kubeconfig /etc/kubelite/kubelite.yaml wait --for=condition=Ready nodes --all --timeout=1s \
+         >/dev/null 2>&1; then
+      echo "cluster ready: export KUBECONFIG=/etc/kubelite/kubelite.yaml; kubectl get nodes"
       exit 0
     fi
     sleep 1
