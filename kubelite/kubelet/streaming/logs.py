@@ -99,6 +99,11 @@ class LineAssembler:
         *complete, self._rest = (self._rest + data).split(b"\n")
         return [line for raw in complete if (line := self._assemble(raw)) is not None]
 
+    def end_file(self) -> list[LogLine]:
+        """At the end of a rotated file: a last line cut short (no newline) ends there, not in the next file."""
+        rest, self._rest = self._rest, b""
+        return [line for line in [self._assemble(rest)] if line is not None] if rest else []
+
     def finish(self) -> list[LogLine]:
         """At the end of the log: an unterminated last line and unfinished pieces, as whole lines."""
         lines = [line for line in [self._assemble(self._rest)] if line is not None] if self._rest else []
@@ -193,17 +198,20 @@ def _chunks_of(path: Path) -> Iterator[bytes]:
         return
 
 
-def tail_lines(current: bytes, older: list[Path], count: int) -> tuple[list[LogLine], LineAssembler]:
-    """The last count whole lines of the rotated files plus current, reading older files only as needed; and
-    the assembler holding what current leaves unfinished."""
-    content = current
+def tail_lines(current: bytes, older: list[Path], count: int,
+               final: bool = True) -> tuple[list[LogLine], LineAssembler]:
+    """The last count whole lines of the rotated files plus current, reading older files only as needed (until
+    more than count lines: the first may have begun in an older file); and the assembler holding what current
+    leaves unfinished (with final, that counts as a line too: nothing follows)."""
+    contents = [current]
     remaining = list(older)
     while True:
         assembler = LineAssembler()
-        lines = assembler.feed(content)
-        if len(lines) >= count or not remaining:
+        lines = [line for content in contents[:-1] for line in assembler.feed(content) + assembler.end_file()]
+        lines += assembler.feed(contents[-1]) + (assembler.finish() if final else [])
+        if len(lines) > count or not remaining:
             return (lines[len(lines) - count:] if count else []), assembler
-        content = _read_all(remaining.pop()) + content
+        contents.insert(0, _read_all(remaining.pop()))
 
 
 class LogReader:
@@ -235,13 +243,15 @@ class LogReader:
         older = rotated_files(self.path)
         if self.options.tail_lines is not None:
             current = await asyncio.to_thread(self._handle.read)
-            lines, assembler = await asyncio.to_thread(tail_lines, current, older, self.options.tail_lines)
+            lines, assembler = await asyncio.to_thread(tail_lines, current, older, self.options.tail_lines,
+                                                       not self.options.follow)
             yield self.filter.render(lines)
         else:
             assembler = LineAssembler()
             for rotated in older:
                 for chunk in _chunks_of(rotated):
                     yield self.filter.render(assembler.feed(chunk))
+                yield self.filter.render(assembler.end_file())
             while chunk := await asyncio.to_thread(self._handle.read, READ_SIZE):
                 yield self.filter.render(assembler.feed(chunk))
         if self.options.follow and self.running is not None:

@@ -1,4 +1,4 @@
-"""Raw HTTP upgrades (`Connection: Upgrade`, `Upgrade: SPDY/3.1`) on aiohttp: after the 101 the connection is ours.
+"""HTTP connection helpers for streaming: raw upgrades (`Upgrade: SPDY/3.1`) and noticing a client that left.
 
 aiohttp only takes over connections for WebSocket; for the legacy SPDY upgrade of older kubectl the handler
 answers 101 itself, then reads the connection's bytes through a parser it installs on the protocol.
