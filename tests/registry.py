@@ -6,8 +6,7 @@
 - `basic_registry`: a small proxy that demands HTTP basic auth in front of the real registry. Debian's registry only
   checks bcrypt htpasswd files, and neither `bcrypt` nor `htpasswd` is installed here, so the proxy stands in for it.
 
-Use with `pytest_plugins = ["tests.registry"]` in a test module (import from this module only under TYPE_CHECKING,
-so that pytest is the first to import it), or call the start/stop functions directly.
+The fixtures are registered for every test by the root conftest.py; or call the start/stop functions directly.
 """
 
 from __future__ import annotations

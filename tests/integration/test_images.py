@@ -34,8 +34,6 @@ from tests import images as built
 if TYPE_CHECKING:
     from tests.registry import Registry
 
-pytest_plugins = ["tests.registry"]
-
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[ImageStore]:
