@@ -11,10 +11,11 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from kubelite.api import names
 from kubelite.api.kinds import BUILTIN
 from kubelite.api.registry import Registry
 from kubelite.api.schema import Schemas
-from kubelite.apiserver import bootstrap, errors, pki, podproxy, requestinfo, resources, reviews
+from kubelite.apiserver import bootstrap, errors, negotiation, pki, podproxy, requestinfo, resources, reviews
 from kubelite.apiserver.allocators import ServiceAllocator
 from kubelite.apiserver.authn import ANONYMOUS, USER_KEY, Authenticator, UserInfo, is_public
 from kubelite.apiserver.context import ApiContext
@@ -25,7 +26,7 @@ from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
-from kubelite.client.join import CLIENT_CA_PATH
+from kubelite.client.join import CLIENT_CA_PATH, NODE_CREDENTIALS_PATH
 from kubelite.storage import Backend, open_backend
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,21 @@ class ApiServer:
                                                                                  else "cluster"),
                                              code, time.perf_counter() - started)
 
+    async def _node_credentials(self, request: web.Request) -> web.StreamResponse:
+        """A joining agent's own client certificate (CN system:node:NAME, O system:nodes), issued to holders of the
+        node token (k3s's bootstrap: the token proves the right to join)."""
+        if request.method != "POST":
+            raise errors.method_not_allowed(f"{request.method} is not supported on {NODE_CREDENTIALS_PATH}")
+        if "system:masters" not in request[USER_KEY].groups:
+            raise errors.StatusError(403, "Forbidden", "only holders of the node token may obtain node credentials")
+        body = await negotiation.read_body(request)
+        name = body.get("nodeName") if isinstance(body, dict) else None
+        if not isinstance(name, str) or names.is_dns1123_subdomain(name):
+            raise errors.StatusError(400, "BadRequest", "nodeName must be a DNS-1123 subdomain")
+        assert self.pki is not None
+        cert, key = pki.issue_client_cert(self.pki, f"system:node:{name}", ["system:nodes"])
+        return web.json_response({"cert": cert.decode(), "key": key.decode()})
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         info = request[INFO_KEY]
         if info is not None:
@@ -165,6 +181,8 @@ class ApiServer:
             return web.Response(body=self.pki.server_ca.cert_pem, content_type="text/plain")
         if path == CLIENT_CA_PATH and self.pki is not None:
             return web.json_response({"clientCA": self.pki.client_ca.cert_pem.decode()})
+        if path == NODE_CREDENTIALS_PATH and self.pki is not None:
+            return await self._node_credentials(request)
         if path == "/metrics":
             body, content_type = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": content_type})

@@ -244,7 +244,9 @@ def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: s
                          taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry))
     if node_name:
         config.node_name = node_name
-    _run(run_agent(_client_config(kwargs["kubeconfig"], kwargs["server"], kwargs["token"]), config))
+    joined = bool(kwargs["server"] and kwargs["token"])
+    _run(run_agent(_client_config(kwargs["kubeconfig"], kwargs["server"], kwargs["token"]), config,
+                   joined_with_token=joined))
 
 
 main.add_command(image)

@@ -15,7 +15,7 @@ from kubelite.client.config import ClientConfig
 from kubelite.client.errors import ApiError
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer
-from kubelite.client.join import CLIENT_CA_PATH
+from kubelite.client.join import CLIENT_CA_PATH, node_client_config
 from kubelite.client.resources import PODS, SERVICES
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import key_of
@@ -63,6 +63,11 @@ class AgentConfig:
     def agent_dir(self) -> Path:
         return self.data_dir / "agent"
 
+    @property
+    def run_dir(self) -> Path:
+        """Host-global runtime state (namespace pins, runc's root) kept apart per node, so agents never collide."""
+        return Path("/run/kubelite") / self.node_name
+
 
 class Kubelet:
     """One node's kubelet; run() until cancelled, containers keep running when it stops."""
@@ -73,7 +78,8 @@ class Kubelet:
         self.address = config.node_ip or default_address()
         self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
-        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", network=self.network)
+        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
+                                   cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
         self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
         self.recorder = EventRecorder(client, "kubelet", config.node_name)
         self.queue = WorkQueue()
@@ -203,8 +209,10 @@ class Kubelet:
                 self.queue.done(key)
 
 
-async def run_agent(client_config: ClientConfig, config: AgentConfig) -> None:
-    """Run the kubelet until cancelled."""
+async def run_agent(client_config: ClientConfig, config: AgentConfig, *, joined_with_token: bool = False) -> None:
+    """Run the kubelet until cancelled; an agent that joined with the node token first gets its own certificate."""
+    if joined_with_token:
+        client_config = await node_client_config(client_config, config.node_name, config.agent_dir)
     async with ApiClient(client_config, qps=50, burst=100,
                          user_agent=f"kubelite-kubelet/{KUBELET_VERSION}") as client:
         kubelet = Kubelet(client, config)
