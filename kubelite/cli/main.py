@@ -231,8 +231,10 @@ def _client_config(kubeconfig: str | None, server: str | None, token: str | None
               help="Where the agent keeps images, containers and pod volumes (under DATA/agent).")
 @click.option("--private-registry", default="/etc/kubelite/registries.yaml", show_default=True,
               help="Registry mirrors and credentials (k3s's registries.yaml).")
+@click.option("--eviction-hard", default="", help="Hard eviction thresholds over the defaults, as the kubelet's: "
+                                                  "memory.available<100Mi,nodefs.available<10%.")
 def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: str, data_dir: str,
-          private_registry: str, **kwargs: Any) -> None:
+          private_registry: str, eviction_hard: str, **kwargs: Any) -> None:
     """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
     from kubelite.kubelet.hollow import fleet_names, parse_labels, parse_taints
     if runtime == "fake":
@@ -240,8 +242,14 @@ def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: s
         return
     _setup_logging(kwargs["verbose"])
     from kubelite.kubelet.agent import AgentConfig, run_agent
+    from kubelite.kubelet.eviction import ThresholdError, parse_eviction_hard
+    try:
+        thresholds = parse_eviction_hard(eviction_hard)
+    except ThresholdError as exc:
+        raise click.BadParameter(str(exc), param_hint="--eviction-hard") from None
     config = AgentConfig(data_dir=Path(data_dir), node_ip=node_ip, labels=parse_labels(kwargs["node_label"]),
-                         taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry))
+                         taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry),
+                         thresholds=thresholds)
     if node_name:
         config.node_name = node_name
     joined = bool(kwargs["server"] and kwargs["token"])

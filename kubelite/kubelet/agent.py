@@ -20,6 +20,7 @@ from kubelite.client.resources import PODS, SERVICES
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import key_of
 from kubelite.client.workqueue import WorkQueue
+from kubelite.kubelet.eviction import EvictionManager, Thresholds
 from kubelite.kubelet.heartbeat import KUBELET_VERSION
 from kubelite.kubelet.imagepull import ImagePuller
 from kubelite.kubelet.images.config import load_registries
@@ -57,6 +58,7 @@ class AgentConfig:
     cluster_domain: str = "cluster.local"
     private_registry: Path = Path("/etc/kubelite/registries.yaml")
     kubelet_port: int = KUBELET_PORT
+    thresholds: Thresholds = field(default_factory=Thresholds)
     resolv_conf: Path = Path("/etc/resolv.conf")
 
     @property
@@ -85,7 +87,7 @@ class Kubelet:
         self.queue = WorkQueue()
         self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}")
         self.services = Informer(client, SERVICES)
-        self.machine = Machine(config.agent_dir)
+        self.machine = Machine(config.agent_dir, config.thresholds)
         self.prober = Prober(self.runtime, self.recorder, self.queue.add)
         host_resolv = config.resolv_conf.read_text() if config.resolv_conf.exists() else None
         self._host_dns = dnsfiles.parse_resolv_conf(host_resolv) if host_resolv is not None else None
@@ -110,9 +112,10 @@ class Kubelet:
                          f"{version.name}://{version.version}", labels=self.config.labels, taints=self.config.taints,
                          port=self.config.kubelet_port, on_pod_cidr=self._pod_cidr)
         await node.register()
+        puller = ImagePuller(self.images, self.recorder)
         self.workers = PodWorkers(
-            client=self.client, runtime=self.runtime, runtime_name=version.name,
-            puller=ImagePuller(self.images, self.recorder), volumes=VolumeManager(self.config.agent_dir / "pods"),
+            client=self.client, runtime=self.runtime, runtime_name=version.name, puller=puller,
+            volumes=VolumeManager(self.config.agent_dir / "pods"),
             prober=self.prober, recorder=self.recorder,
             node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory()),
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
@@ -134,6 +137,7 @@ class Kubelet:
                 group.create_task(node.run())
                 group.create_task(self._container_events(events))
                 group.create_task(self._resync())
+                group.create_task(self._eviction(puller).run())
                 for _ in range(POD_WORKERS):
                     group.create_task(self._worker())
         finally:
@@ -165,6 +169,18 @@ class Kubelet:
 
     async def _list_pods(self) -> list[Obj]:
         return self.pods.store.list()
+
+    def _eviction(self, puller: ImagePuller) -> EvictionManager:
+        """Node-pressure eviction over this node's signals, pods and images."""
+        assert self.workers is not None
+        workers = self.workers
+
+        async def collect_images(target: int) -> int:
+            in_use = {c.image for c in await self.runtime.list_containers()}
+            return await puller.collect(in_use, target)
+
+        return EvictionManager(self.config.thresholds, lambda: asyncio.to_thread(self.machine.signals),
+                               self.pods.store.list, workers.memory_usage, collect_images, workers.evict)
 
     def _pod_cidr(self, cidr: str) -> None:
         try:

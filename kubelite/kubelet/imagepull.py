@@ -81,3 +81,19 @@ class ImagePuller:
         self.recorder.event(event, "Normal", "Pulled", f'Successfully pulled image "{ref}" in {took:.3f}s. '
                                                        f"Image size: {image.size} bytes.")
         return image
+
+    async def collect(self, in_use: set[str], target: int) -> int:
+        """Image garbage collection: remove images no container uses, largest first, until `target` bytes are freed;
+        returns the bytes freed."""
+        used_ids = set()
+        for name in in_use:
+            image = await self.store.get(name)
+            if image is not None:
+                used_ids.add(image.id)
+        before = await self.store.usage()
+        for image in sorted(await self.store.list(), key=lambda i: -i.size):
+            if before - await self.store.usage() >= target:
+                break
+            if image.id not in used_ids:
+                await self.store.remove(image.id)
+        return before - await self.store.usage()

@@ -18,6 +18,7 @@ from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exist
 from kubelite.client.resources import NODES
 from kubelite.client.rest import ApiClient
 from kubelite.client.timestamps import now_time
+from kubelite.kubelet.eviction import Thresholds
 from kubelite.kubelet.heartbeat import KUBELET_VERSION, NODE_CONDITIONS, renew_lease
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,6 @@ STATUS_CHECK = 10.0
 STATUS_REPORT = 300.0
 """nodeStatusReportFrequency: an unchanged status is posted this often (the Lease is the heartbeat)."""
 MAX_PODS = 110
-EVICTION_MEMORY = 100 * 2**20
-"""evictionHard memory.available<100Mi: kept out of allocatable, and the MemoryPressure threshold."""
-DISK_PRESSURE_RATIO = 0.10
 KUBELET_PORT = 10250
 
 
@@ -59,6 +57,8 @@ class Machine:
     """The host's resources as the kubelet measures them."""
 
     data_dir: Path
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """The hard eviction thresholds: kept out of allocatable, and what pressure means."""
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def memory(self) -> int:
@@ -77,17 +77,23 @@ class Machine:
     def allocatable(self, max_pods: int = MAX_PODS) -> dict[str, str]:
         """Capacity less the eviction thresholds (no kube or system reservations by default)."""
         total, _ = self.disk()
-        memory = max(self.memory() - EVICTION_MEMORY, 0)
+        memory = max(self.memory() - self.thresholds.memory_available, 0)
         return {**self.capacity(max_pods), "memory": f"{memory // 1024}Ki",
-                "ephemeral-storage": str(int(total * (1 - DISK_PRESSURE_RATIO)))}
+                "ephemeral-storage": str(int(total * (1 - self.thresholds.nodefs_available)))}
+
+    def signals(self) -> dict[str, float]:
+        """What eviction decides on: available memory, and the data filesystem's size and free share."""
+        total, available = self.disk()
+        return {"memory_available": meminfo().get("MemAvailable", 0), "nodefs_total": total,
+                "nodefs_available_ratio": available / total if total else 1.0}
 
     def pressure(self) -> dict[str, bool]:
         """MemoryPressure, DiskPressure and PIDPressure against the eviction thresholds."""
-        total, available = self.disk()
+        signals = self.signals()
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
         pids = sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
-        return {"MemoryPressure": meminfo().get("MemAvailable", 0) < EVICTION_MEMORY,
-                "DiskPressure": available < total * DISK_PRESSURE_RATIO,
+        return {"MemoryPressure": signals["memory_available"] < self.thresholds.memory_available,
+                "DiskPressure": signals["nodefs_available_ratio"] < self.thresholds.nodefs_available,
                 "PIDPressure": pids > pid_max * 0.9}
 
 

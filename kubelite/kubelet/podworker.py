@@ -231,10 +231,36 @@ class PodWorkers:
             return False
         message = "Pod was active on the node longer than the specified deadline"
         self._event(pod, "Normal", "DeadlineExceeded", message)
+        await self._fail(pod, rec, "DeadlineExceeded", message)
+        return True
+
+    async def _fail(self, pod: Obj, rec: PodRecord, reason: str, message: str) -> None:
+        """End a pod for good on this node: kill it and report it Failed with the reason."""
         await self._kill(rec, pod, 0)
         rec.done = True
-        await self._patch_status(pod, {"phase": "Failed", "reason": "DeadlineExceeded", "message": message})
-        return True
+        await self._patch_status(pod, {"phase": "Failed", "reason": reason, "message": message})
+
+    async def evict(self, pod: Obj, message: str) -> None:
+        """Node-pressure eviction: the pod fails with reason Evicted (its controller replaces it elsewhere)."""
+        rec = self.records.get(pod["metadata"]["uid"])
+        if rec is None or rec.done:
+            return
+        self._event(pod, "Warning", "Evicted", message)
+        await self._fail(pod, rec, "Evicted", message)
+
+    async def memory_usage(self, pods: list[Obj]) -> dict[str, int]:
+        """Working-set bytes per pod uid, from its containers' cgroups."""
+        usage: dict[str, int] = {}
+        for pod in pods:
+            rec = self.records.get(pod["metadata"]["uid"])
+            if rec is None or not rec.sandbox_id:
+                continue
+            total = 0
+            for c in await self.runtime.list_containers(rec.sandbox_id, ContainerState.RUNNING):
+                with contextlib.suppress(RuntimeServiceError):
+                    total += (await self.runtime.container_stats(c.id)).memory_working_set_bytes
+            usage[rec.uid] = total
+        return usage
 
     async def _ensure_sandbox(self, pod: Obj, rec: PodRecord) -> bool:
         """A ready sandbox for the pod (a new one if the old one died); False, with an event, if none can be made."""

@@ -259,3 +259,56 @@ def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> N
     lines = c.kubectl("logs", "--tail=2", "survivor").stdout.split()
     assert lines == ["tick", "tick"]
     c.kubectl("delete", "pod", "survivor", "--grace-period=1")
+
+
+def test_sidecars_termination_messages_and_host_ports(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "helped"}, "spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+        "initContainers": [{"name": "sidecar", "image": image, "restartPolicy": "Always",
+                            "command": ["sh", "-c", "while true; do sleep 1; done"]}],
+        "containers": [{"name": "main", "image": image,
+                        "command": ["sh", "-c", "echo finished the job > /dev/termination-log; exit 4"]}]}}
+    _apply(c, manifest)
+    eventually(lambda: _pod(c, "helped")["status"].get("phase") == "Failed", 60, "the main container's failure")
+    main = _status(c, "helped")["state"]["terminated"]
+    assert main["exitCode"] == 4 and main["message"] == "finished the job\n"
+    sidecar = _pod(c, "helped")["status"]["initContainerStatuses"][0]
+    assert sidecar["name"] == "sidecar" and "running" not in sidecar["state"], "the sidecar stops with the pod"
+
+    host = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "porter"}, "spec": {"containers": [{
+        "name": "c", "image": image, "ports": [{"containerPort": 8080, "hostPort": 31080}],
+        "command": ["sh", "-c", "mkdir -p /www && echo via the host port > /www/index.html && "
+                                "exec httpd -f -p 8080 -h /www"]}]}}
+    _apply(c, host)
+    eventually(lambda: _running(c, "porter"), 60, "porter Running")
+    body = eventually(lambda: urllib.request.urlopen("http://127.0.0.1:31080/index.html", timeout=5).read(), 30,
+                      "an answer on the host port")
+    assert body == b"via the host port\n"
+    c.kubectl("delete", "pod", "helped", "porter", "--grace-period=1")
+
+
+def test_host_network_pod_sees_the_node(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("hostnet", image, "sleep 3600", hostNetwork=True))
+    eventually(lambda: _running(c, "hostnet"), 60, "hostnet Running")
+    pod = _pod(c, "hostnet")
+    assert pod["status"]["podIP"] == pod["status"]["hostIP"]
+    interfaces = c.kubectl("exec", "hostnet", "--", "cat", "/proc/net/dev").stdout
+    assert "kubelite0" in interfaces, "a hostNetwork pod shares the node's interfaces"
+    c.kubectl("delete", "pod", "hostnet", "--grace-period=1")
+
+
+def test_configmap_updates_reach_a_running_pod(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    c.kubectl("create", "configmap", "live", "--from-literal=value=first")
+    manifest = _pod_manifest("reloader", image, "sleep 3600")
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "live", "mountPath": "/live"}]
+    manifest["spec"]["volumes"] = [{"name": "live", "configMap": {"name": "live"}}]
+    _apply(c, manifest)
+    eventually(lambda: _running(c, "reloader"), 60, "reloader Running")
+    assert c.kubectl("exec", "reloader", "--", "cat", "/live/value").stdout == "first"
+    c.kubectl("patch", "configmap", "live", "-p", '{"data": {"value": "second"}}')
+    eventually(lambda: c.kubectl("exec", "reloader", "--", "cat", "/live/value").stdout == "second", 90,
+               "the new value in the mounted file")
+    c.kubectl("delete", "pod", "reloader", "--grace-period=1")
