@@ -38,10 +38,17 @@ class ServiceAllocator:
     def kubernetes_ip(self) -> str:
         return str(self.network.network_address + 1)
 
+    @property
+    def static_band(self) -> int:
+        """How many low addresses dynamic allocation leaves for fixed ones such as the DNS Service's 10.43.0.10
+        (KEP-3070: min(max(16, size/16), 256)), unless the rest of the range is full."""
+        return min(max(16, self.network.num_addresses // 16), 256)
+
     def _new_ip(self) -> str:
         size = self.network.num_addresses
+        low = min(self.static_band, size - 3)
         for _ in range(64):
-            candidate = str(self.network.network_address + random.randrange(2, size - 1))
+            candidate = str(self.network.network_address + random.randrange(max(2, low), size - 1))
             if candidate not in self.ips:
                 return candidate
         for offset in range(2, size - 1):
