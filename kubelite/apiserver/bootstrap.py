@@ -11,18 +11,26 @@ from kubelite.apiserver.objects import ObjectStore, WriteOptions
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-async def _ensure(store: ObjectStore, registry: Registry, plural: str, namespace: str | None, obj: dict) -> None:
-    rt = registry.get("", "v1", plural)
+async def _ensure(store: ObjectStore, registry: Registry, plural: str, namespace: str | None, obj: dict, *,
+                  group: str = "", version: str = "v1", fields: tuple[str, ...] = ()) -> None:
+    """Create the object if it is missing; with `fields`, also put those fields back if they differ (the
+    `kubernetes` Service's endpoints follow the advertised address across restarts)."""
+    rt = registry.get(group, version, plural)
     assert rt is not None
-    with contextlib.suppress(errors.StatusError):
-        await store.get(rt, namespace, obj["metadata"]["name"])
+    try:
+        current = await store.get(rt, namespace, obj["metadata"]["name"])
+    except errors.StatusError:
+        with contextlib.suppress(errors.StatusError):
+            await store.create(rt, namespace, obj, WriteOptions())
         return
-    with contextlib.suppress(errors.StatusError):
-        await store.create(rt, namespace, obj, WriteOptions())
+    if any(current.get(f) != obj.get(f) for f in fields):
+        with contextlib.suppress(errors.StatusError):
+            await store.update(rt, namespace, obj["metadata"]["name"], {**current, **{f: obj[f] for f in fields}},
+                               WriteOptions())
 
 
 async def ensure_defaults(store: ObjectStore, registry: Registry, address: str, port: int) -> None:
-    """Create the default namespaces and the `kubernetes` Service with its Endpoints, once."""
+    """Create the default namespaces and the `kubernetes` Service, its Endpoints and EndpointSlice."""
     for name in SYSTEM_NAMESPACES:
         await _ensure(store, registry, "namespaces", None, {"metadata": {"name": name}})
     await _ensure(store, registry, "services", "default", {
@@ -32,4 +40,10 @@ async def ensure_defaults(store: ObjectStore, registry: Registry, address: str, 
     await _ensure(store, registry, "endpoints", "default", {
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    })
+    }, fields=("subsets",))
+    await _ensure(store, registry, "endpointslices", "default", {
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }, group="discovery.k8s.io", fields=("endpoints", "ports"))

@@ -18,6 +18,8 @@ from kubelite.cli.image import image
 
 DEFAULT_DATA_DIR = "/var/lib/kubelite"
 DEFAULT_KUBECONFIG = "/etc/kubelite/kubelite.yaml"
+POD_NETWORK_BACKENDS = ("host-gw", "vxlan")
+"""kubelite.kubelet.network.routes.BACKENDS, spelled out to keep the CLI's imports light."""
 
 
 QUIET_LIBRARIES = ("pyroute2", "asyncio")
@@ -53,8 +55,9 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
                      help="Folder for state: datastore, certificates, tokens."),
         click.option("--bind-address", default="0.0.0.0", show_default=True, help="Address to listen on."),
         click.option("--https-port", default=6443, show_default=True, type=int, help="HTTPS port of the API."),
-        click.option("--advertise-address", default="127.0.0.1", show_default=True,
-                     help="Address the `kubernetes` Service points at."),
+        click.option("--advertise-address", default="",
+                     help="Address the `kubernetes` Service points at (default: --bind-address, or this machine's "
+                          "address when binding all)."),
         click.option("--datastore-endpoint", default="", help="sqlite:///PATH (default: SQLite in the data dir)."),
         click.option("--tls-san", multiple=True, help="Extra host name or IP for the serving certificate."),
         click.option("--service-cidr", default="10.43.0.0/16", show_default=True, help="Service ClusterIP range."),
@@ -67,6 +70,9 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
 def _config(data_dir: str, bind_address: str, https_port: int, advertise_address: str, datastore_endpoint: str,
             tls_san: tuple[str, ...], service_cidr: str):  # noqa: ANN202 - imported lazily for a fast CLI
     from kubelite.apiserver.app import ApiServerConfig
+    from kubelite.kubelet.node import default_address
+    if not advertise_address:
+        advertise_address = bind_address if bind_address not in ("0.0.0.0", "::") else default_address()
     return ApiServerConfig(data_dir=Path(data_dir), bind_address=bind_address, https_port=https_port,
                            datastore_endpoint=datastore_endpoint, service_cidr=service_cidr, tls_san=list(tls_san),
                            advertise_address=advertise_address)
@@ -101,8 +107,12 @@ COMPONENT_IDENTITIES = {
 @click.option("--node-name", default=None, help="The local agent's node name (default: the host name).")
 @click.option("--disable-scheduler", is_flag=True, help="Do not run the scheduler.")
 @click.option("--disable-controller-manager", is_flag=True, help="Do not run the controller-manager.")
+@click.option("--private-registry", default=None, help="The local agent's registries.yaml (see `agent`).")
+@click.option("--pod-network-backend", type=click.Choice(POD_NETWORK_BACKENDS), default=None,
+              help="The local agent's pod network backend (see `agent`).")
 def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name: str | None, disable_scheduler: bool,
-           disable_controller_manager: bool, **kwargs: object) -> None:
+           disable_controller_manager: bool, private_registry: str | None, pod_network_backend: str | None,
+           **kwargs: object) -> None:
     """Start the control plane (each component its own process) and write the admin kubeconfig."""
     _setup_logging(verbose)
     from kubelite.apiserver import pki
@@ -136,8 +146,12 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name:
         kubeconfig = config.data_dir / "agent" / "kubelet.kubeconfig"
         pki.write_kubeconfig(kubeconfig, url, certs, pki.issue_client_cert(certs, f"system:node:{node}",
                                                                            ["system:nodes"]))
-        components.append(Component("agent", ["agent", "--kubeconfig", str(kubeconfig), "--node-name", node,
-                                              "--data-dir", str(config.data_dir), *extra]))
+        agent_args = ["agent", "--kubeconfig", str(kubeconfig), "--node-name", node, "--data-dir", str(config.data_dir)]
+        if private_registry:
+            agent_args += ["--private-registry", private_registry]
+        if pod_network_backend:
+            agent_args += ["--pod-network-backend", pod_network_backend]
+        components.append(Component("agent", agent_args + extra))
     asyncio.run(supervise(components))
 
 
@@ -233,8 +247,11 @@ def _client_config(kubeconfig: str | None, server: str | None, token: str | None
               help="Registry mirrors and credentials (k3s's registries.yaml).")
 @click.option("--eviction-hard", default="", help="Hard eviction thresholds over the defaults, as the kubelet's: "
                                                   "memory.available<100Mi,nodefs.available<10%.")
+@click.option("--pod-network-backend", type=click.Choice(POD_NETWORK_BACKENDS), default="host-gw", show_default=True,
+              help="How pods reach pods on other nodes: host-gw (routes via node IPs on a shared link) or vxlan.")
+@click.option("--cleanup", is_flag=True, help="Remove the node's Service rules when the agent stops.")
 def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: str, data_dir: str,
-          private_registry: str, eviction_hard: str, **kwargs: Any) -> None:
+          private_registry: str, eviction_hard: str, pod_network_backend: str, cleanup: bool, **kwargs: Any) -> None:
     """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
     from kubelite.kubelet.hollow import fleet_names, parse_labels, parse_taints
     if runtime == "fake":
@@ -249,7 +266,7 @@ def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: s
         raise click.BadParameter(str(exc), param_hint="--eviction-hard") from None
     config = AgentConfig(data_dir=Path(data_dir), node_ip=node_ip, labels=parse_labels(kwargs["node_label"]),
                          taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry),
-                         thresholds=thresholds)
+                         thresholds=thresholds, pod_network_backend=pod_network_backend, cleanup=cleanup)
     if node_name:
         config.node_name = node_name
     joined = bool(kwargs["server"] and kwargs["token"])

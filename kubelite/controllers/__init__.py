@@ -9,6 +9,7 @@ REGISTRY: dict[str, str] = {
     "daemonset": "kubelite.controllers.daemonset:DaemonSetController",
     "job": "kubelite.controllers.job:JobController",
     "cronjob": "kubelite.controllers.cronjob:CronJobController",
+    "servicelb": "kubelite.controllers.servicelb:ServiceLBController",
     "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
     "namespace": "kubelite.controllers.namespace:NamespaceController",
     "podgc": "kubelite.controllers.podgc:PodGC",

@@ -20,6 +20,7 @@ from kubelite.client.resources import PODS, SERVICES
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import key_of
 from kubelite.client.workqueue import WorkQueue
+from kubelite.dns.app import run_dns
 from kubelite.kubelet.eviction import EvictionManager, Thresholds
 from kubelite.kubelet.heartbeat import KUBELET_VERSION
 from kubelite.kubelet.imagepull import ImagePuller
@@ -27,6 +28,7 @@ from kubelite.kubelet.images.config import load_registries
 from kubelite.kubelet.images.store import ImageStore
 from kubelite.kubelet.network import dnsfiles
 from kubelite.kubelet.network.plugin import BridgeNetwork
+from kubelite.kubelet.network.routes import DEFAULT_BACKEND, RouteManager, pod_mtu
 from kubelite.kubelet.node import KUBELET_PORT, Machine, NodeAgent, default_address
 from kubelite.kubelet.podworker import NodeInfo, PodWorkers
 from kubelite.kubelet.probes import Prober
@@ -34,10 +36,12 @@ from kubelite.kubelet.runtime.base import DNSConfig
 from kubelite.kubelet.runtime.runc import RuncRuntime
 from kubelite.kubelet.server import KubeletServer, Located
 from kubelite.kubelet.volumes import VolumeManager
+from kubelite.proxy.proxier import Proxier
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 POD_WORKERS = 8
+DNS_PORT = 53
 RESYNC = 10.0
 """Every pod of the node is synced at least this often (probes, back-offs and volume refreshes ride on it)."""
 
@@ -60,6 +64,10 @@ class AgentConfig:
     kubelet_port: int = KUBELET_PORT
     thresholds: Thresholds = field(default_factory=Thresholds)
     resolv_conf: Path = Path("/etc/resolv.conf")
+    cleanup: bool = False
+    """Remove the Service rules when the agent stops (containers keep running either way)."""
+    pod_network_backend: str = DEFAULT_BACKEND
+    """How pods reach pods on other nodes: host-gw (routes via node IPs) or vxlan (an overlay)."""
 
     @property
     def agent_dir(self) -> Path:
@@ -80,6 +88,9 @@ class Kubelet:
         self.address = config.node_ip or default_address()
         self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
+        self.proxier = Proxier(client, config.node_name, config.cluster_cidr)
+        self.routes = RouteManager(client, config.node_name, self.address, config.pod_network_backend,
+                                   on_pod_cidr=self._pod_cidr)
         self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
                                    cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
         self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
@@ -106,6 +117,7 @@ class Kubelet:
 
     async def run(self) -> None:
         """Start the runtime (adopting what a previous agent left), register, then sync pods until cancelled."""
+        self.network.mtu = await pod_mtu(self.config.pod_network_backend, self.address)
         await self.runtime.start()
         version = await self.runtime.version()
         node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
@@ -135,9 +147,12 @@ class Kubelet:
             log.info("kubelet %s ready: %d pods bound here", self.config.node_name, len(self.pods.store))
             async with asyncio.TaskGroup() as group:
                 group.create_task(node.run())
+                group.create_task(self.routes.run())
                 group.create_task(self._container_events(events))
                 group.create_task(self._resync())
                 group.create_task(self._eviction(puller).run())
+                group.create_task(self._cluster_dns())
+                group.create_task(self.proxier.run(asyncio.Event()))
                 for _ in range(POD_WORKERS):
                     group.create_task(self._worker())
         finally:
@@ -151,6 +166,8 @@ class Kubelet:
                 await self.server.stop()
             await self.images.close()
             await self.runtime.close()
+            if self.config.cleanup:
+                await self.proxier.cleanup()
 
     async def _serve(self) -> None:
         """The kubelet's HTTPS API for the API server (logs, exec, attach, port-forward, stats), trusting only
@@ -169,6 +186,16 @@ class Kubelet:
 
     async def _list_pods(self) -> list[Obj]:
         return self.pods.store.list()
+
+    async def _cluster_dns(self) -> None:
+        """This node's share of the cluster DNS, on its address, port 53, behind the kube-dns Service (every node
+        answers, so names resolve while any node is up). A busy port is logged, not fatal."""
+        try:
+            await run_dns(self.client, self.address, DNS_PORT, node_name=self.config.node_name,
+                          zone=self.config.cluster_domain, advertise_address=self.address,
+                          service_ip=self.config.cluster_dns, resolv_conf=str(self.config.resolv_conf))
+        except OSError as exc:
+            log.error("cluster DNS not served on %s:%d: %s", self.address, DNS_PORT, exc)
 
     def _eviction(self, puller: ImagePuller) -> EvictionManager:
         """Node-pressure eviction over this node's signals, pods and images."""

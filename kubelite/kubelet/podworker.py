@@ -218,6 +218,9 @@ class PodWorkers:
         if status["phase"] in TERMINAL:
             await self._kill(rec, pod, 0)
             rec.done = True
+            inits, mains = await self._views(pod, rec)
+            await self._post(pod, rec, inits, mains, sandbox_ready=False, initializing=False,
+                             init_failed=init_failed)
 
     async def _past_deadline(self, pod: Obj, rec: PodRecord) -> bool:
         """activeDeadlineSeconds: past it the pod fails with DeadlineExceeded (and its containers are killed)."""

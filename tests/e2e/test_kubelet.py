@@ -312,3 +312,54 @@ def test_configmap_updates_reach_a_running_pod(node: tuple[Cluster, str]) -> Non
     eventually(lambda: c.kubectl("exec", "reloader", "--", "cat", "/live/value").stdout == "second", 90,
                "the new value in the mounted file")
     c.kubectl("delete", "pod", "reloader", "--grace-period=1")
+
+
+def test_services_and_cluster_dns(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": image, "command": [
+                "sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]}]}}}}
+    _apply(c, deployment)
+    c.kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+    c.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+    c.kubectl("expose", "deployment", "web", "--name=web-nodeport", "--type=NodePort", "--port=80",
+              "--target-port=8080")
+    headless = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-headless"},
+                "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 8080}]}}
+    _apply(c, headless)
+    c.kubectl("run", "client", f"--image={image}", "--", "sleep", "3600")
+    eventually(lambda: _running(c, "client"), 60, "client Running")
+    backends = {p["metadata"]["name"] for p in c.get_json("pods", "-l", "app=web")["items"]}
+    cluster_ip = c.get_json("service", "web")["spec"]["clusterIP"]
+
+    def fetch(url: str) -> str:
+        return c.kubectl("exec", "client", "--", "timeout", "5", "wget", "-qO-", url, check=False).stdout.strip()
+
+    for url in ("http://web", "http://web.default.svc.cluster.local", f"http://{cluster_ip}"):
+        assert eventually(lambda url=url: fetch(url), 30, f"an answer from {url}") in backends
+    answers = {fetch("http://web") for _ in range(30)}
+    assert answers == backends, f"every backend answers over 30 requests: {answers}"
+
+    node_port = c.get_json("service", "web-nodeport")["spec"]["ports"][0]["nodePort"]
+    node_ip = next(a["address"] for a in c.get_json("node", NODE)["status"]["addresses"] if a["type"] == "InternalIP")
+    assert urllib.request.urlopen(f"http://{node_ip}:{node_port}/index.html", timeout=5).read().decode().strip() \
+        in backends
+
+    resolved = c.kubectl("exec", "client", "--", "nslookup", "web-headless.default.svc.cluster.local").stdout
+    pod_ips = {p["status"]["podIP"] for p in c.get_json("pods", "-l", "app=web")["items"]}
+    assert all(ip in resolved for ip in pod_ips), resolved
+    started = time.monotonic()
+    missing = c.kubectl("exec", "client", "--", "nslookup", "no-such-service.default.svc.cluster.local", check=False)
+    assert missing.returncode != 0 and "NXDOMAIN" in missing.stdout + missing.stderr
+    assert time.monotonic() - started < 5
+
+    c.kubectl("scale", "deployment/web", "--replicas=0")
+    eventually(lambda: not c.get_json("pods", "-l", "app=web")["items"], 60, "no backends")
+    started = time.monotonic()
+    refused = c.kubectl("exec", "client", "--", "timeout", "10", "wget", "-qO-", "http://web", check=False)
+    assert refused.returncode != 0 and time.monotonic() - started < 5, "a Service without endpoints refuses at once"
+    c.kubectl("delete", "deployment", "web")
+    c.kubectl("delete", "service", "web", "web-nodeport", "web-headless")
+    c.kubectl("delete", "pod", "client", "--grace-period=1")

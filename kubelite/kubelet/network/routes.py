@@ -1,0 +1,354 @@
+"""Routes from this node to the other nodes' pod CIDRs, kept in line with the Nodes informer.
+
+- host-gw (nodes share a link): `<podCIDR> via <node IP>` per remote node.
+- vxlan (flannel's layout): a VXLAN device holding this node's podCIDR network address /32, and per remote node a
+  route `<podCIDR> via <its podCIDR .0> dev kubelite.1 onlink`, a permanent neighbour entry .0 → its VTEP MAC and an
+  FDB entry VTEP MAC → its node IP. Each node publishes its VTEP MAC as a Node annotation.
+
+Our routes carry their own rtnetlink protocol number, so routes of nodes that went away are found without state.
+Netlink work is blocking pyroute2 and runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import ndmsg
+
+from kubelite.client.errors import CONNECTION_ERRORS, ApiError
+from kubelite.client.informer import Informer
+from kubelite.client.resources import NODES
+from kubelite.client.rest import ApiClient
+from kubelite.kubelet.network import bridge as links
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+HOST_GW = "host-gw"
+VXLAN = "vxlan"
+BACKENDS = (HOST_GW, VXLAN)
+DEFAULT_BACKEND = HOST_GW
+VXLAN_DEVICE = "kubelite.1"
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+VXLAN_OVERHEAD = 50
+"""Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): the VXLAN device's MTU is the uplink's less this."""
+VTEP_MAC_ANNOTATION = "kubelite.io/vtep-mac"
+ROUTE_PROTOCOL = 44
+"""rtnetlink protocol number of the routes we own (unassigned in iproute2's rt_protos)."""
+MAIN_TABLE = 254
+RTNH_F_ONLINK = 4
+NEIGH_PERMANENT = ndmsg.states["permanent"]
+FDB_STATE = ndmsg.states["permanent"] | ndmsg.states["noarp"]
+NTF_SELF = ndmsg.flags["self"]
+RESYNC = 30.0
+"""Routes are re-asserted at least this often, even without Node changes."""
+RETRY = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another node as the pod network sees it: its pod CIDR, its InternalIP and (vxlan) its VTEP MAC."""
+
+    name: str
+    pod_cidr: IPv4Network
+    node_ip: IPv4Address
+    vtep_mac: str = ""
+
+    @property
+    def vtep_gateway(self) -> IPv4Address:
+        """The remote VTEP's address in the overlay: the network address of its pod CIDR."""
+        return self.pod_cidr.network_address
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route to a peer's pods: via its node IP (host-gw), or onlink via its VTEP address on the VXLAN device."""
+
+    dst: IPv4Network
+    gateway: IPv4Address
+    onlink: bool = False
+
+
+def vtep_mac(node_ip: str) -> str:
+    """The VTEP MAC of a node, derived from its IP (locally administered, unicast) so it survives re-creation."""
+    return "0e:6b:" + ":".join(f"{octet:02x}" for octet in IPv4Address(node_ip).packed)
+
+
+def vxlan_mtu(uplink_mtu: int) -> int:
+    """The MTU that leaves room for the VXLAN encapsulation on the uplink."""
+    return uplink_mtu - VXLAN_OVERHEAD
+
+
+def node_pod_cidr(node: Obj) -> IPv4Network | None:
+    """The node's IPv4 podCIDR (spec.podCIDR, else the first IPv4 one of spec.podCIDRs), None without one."""
+    spec = node.get("spec") or {}
+    for text in [spec.get("podCIDR") or "", *(spec.get("podCIDRs") or [])]:
+        with contextlib.suppress(ValueError):
+            network = ipaddress.ip_network(text, strict=False)
+            if isinstance(network, IPv4Network):
+                return network
+    return None
+
+
+def node_internal_ip(node: Obj) -> IPv4Address | None:
+    """The node's first IPv4 InternalIP, None without one."""
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("type") == "InternalIP":
+            with contextlib.suppress(ValueError):
+                ip = ipaddress.ip_address(address.get("address") or "")
+                if isinstance(ip, IPv4Address):
+                    return ip
+    return None
+
+
+def node_peer(node: Obj) -> Peer | None:
+    """The node as a Peer, None without an IPv4 podCIDR and InternalIP."""
+    cidr, ip = node_pod_cidr(node), node_internal_ip(node)
+    if cidr is None or ip is None:
+        return None
+    mac = ((node.get("metadata") or {}).get("annotations") or {}).get(VTEP_MAC_ANNOTATION, "")
+    return Peer(node["metadata"]["name"], cidr, ip, str(mac).lower())
+
+
+def remote_peers(nodes: Iterable[Obj], own_name: str, own_ip: str, backend: str) -> list[Peer]:
+    """The peers to route to, by name: other nodes with a podCIDR and InternalIP (for vxlan also a VTEP MAC), less
+    any on our own IP or whose podCIDR overlaps ours or an earlier peer's."""
+    candidates = []
+    own_cidr = None
+    for node in nodes:
+        peer = node_peer(node)
+        if node["metadata"]["name"] == own_name:
+            own_cidr = peer.pod_cidr if peer else node_pod_cidr(node)
+        elif peer is not None and str(peer.node_ip) != own_ip and (backend != VXLAN or peer.vtep_mac):
+            candidates.append(peer)
+    taken = [own_cidr] if own_cidr is not None else []
+    chosen = []
+    for peer in sorted(candidates, key=lambda p: p.name):
+        if any(peer.pod_cidr.overlaps(cidr) for cidr in taken):
+            log.warning("not routing to node %s: its podCIDR %s overlaps another node's", peer.name, peer.pod_cidr)
+            continue
+        taken.append(peer.pod_cidr)
+        chosen.append(peer)
+    return chosen
+
+
+def routes_for(peers: Iterable[Peer], backend: str) -> dict[IPv4Network, Route]:
+    """The routes the peers call for, by destination."""
+    if backend == VXLAN:
+        return {p.pod_cidr: Route(p.pod_cidr, p.vtep_gateway, onlink=True) for p in peers}
+    return {p.pod_cidr: Route(p.pod_cidr, p.node_ip) for p in peers}
+
+
+def uplink(ipr: IPRoute, node_ip: str) -> tuple[int | None, int]:
+    """(ifindex, MTU) of the interface holding the node IP (not loopback), else of the default route's; (None, 1500)
+    without either."""
+    local = [] if IPv4Address(node_ip).is_loopback else ipr.get_addr(family=socket.AF_INET, address=node_ip)
+    for address in local:
+        index = address["index"]
+        return index, int(ipr.link("get", index=index)[0].get("mtu") or links.DEFAULT_MTU)
+    return None, links.uplink_mtu(ipr)
+
+
+def _pod_mtu(backend: str, node_ip: str) -> int:
+    with links.iproute() as ipr:
+        mtu = uplink(ipr, node_ip)[1]
+    return vxlan_mtu(mtu) if backend == VXLAN else mtu
+
+
+async def pod_mtu(backend: str, node_ip: str) -> int:
+    """The pods' MTU under a backend: the uplink's, less the encapsulation with vxlan."""
+    return await asyncio.to_thread(_pod_mtu, backend, node_ip)
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def ensure_vtep(ipr: IPRoute, node_ip: str, own_cidr: IPv4Network | None) -> tuple[int, str]:
+    """Create (or re-create, when its settings differ) the VXLAN device, with its MTU, the podCIDR network address
+    as its only address, up; returns (ifindex, MAC)."""
+    mac = vtep_mac(node_ip)
+    parent, mtu = uplink(ipr, node_ip)
+    index = _index(ipr, VXLAN_DEVICE)
+    if index is not None:
+        link = ipr.link("get", index=index)[0]
+        wanted = ("vxlan", node_ip, VXLAN_VNI, VXLAN_PORT, 0, mac)
+        have = (link.get(("linkinfo", "kind")), link.get(("linkinfo", "data", "vxlan_local")),
+                link.get(("linkinfo", "data", "vxlan_id")), link.get(("linkinfo", "data", "vxlan_port")),
+                link.get(("linkinfo", "data", "vxlan_learning")), link.get("address"))
+        if have != wanted:
+            log.info("re-creating %s: it has %s, wanted %s", VXLAN_DEVICE, have, wanted)
+            ipr.link("del", index=index)
+            index = None
+    if index is None:
+        options: Obj = {"vxlan_link": parent} if parent is not None else {}
+        ipr.link("add", ifname=VXLAN_DEVICE, kind="vxlan", vxlan_id=VXLAN_VNI, vxlan_local=node_ip,
+                 vxlan_port=VXLAN_PORT, vxlan_learning=0, address=mac, mtu=vxlan_mtu(mtu), **options)
+        index = _index(ipr, VXLAN_DEVICE)
+        if index is None:
+            raise RuntimeError(f"{VXLAN_DEVICE} vanished right after creation")
+        log.info("created %s (VNI %d, local %s, MAC %s)", VXLAN_DEVICE, VXLAN_VNI, node_ip, mac)
+    ipr.link("set", index=index, mtu=vxlan_mtu(mtu), state="up")
+    wanted_address = (str(own_cidr.network_address), 32) if own_cidr is not None else None
+    for address in ipr.get_addr(family=socket.AF_INET, index=index):
+        if (address.get("address"), address["prefixlen"]) != wanted_address:
+            ipr.addr("del", index=index, address=address.get("address"), prefixlen=address["prefixlen"])
+    if wanted_address is not None and not ipr.get_addr(family=socket.AF_INET, index=index,
+                                                        address=wanted_address[0]):
+        ipr.addr("add", index=index, address=wanted_address[0], prefixlen=32)
+    return index, mac
+
+
+def remove_vtep(ipr: IPRoute) -> None:
+    """Delete the VXLAN device (and with it its neighbours and FDB entries) if present."""
+    index = _index(ipr, VXLAN_DEVICE)
+    if index is not None:
+        with contextlib.suppress(NetlinkError):
+            ipr.link("del", index=index)
+
+
+def _installed_routes(ipr: IPRoute) -> dict[IPv4Network, Route]:
+    found = {}
+    for msg in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE, proto=ROUTE_PROTOCOL):
+        if msg["proto"] != ROUTE_PROTOCOL or not msg.get("gateway"):
+            continue
+        dst = IPv4Network(f"{msg.get('dst') or '0.0.0.0'}/{msg['dst_len']}")
+        found[dst] = Route(dst, IPv4Address(msg.get("gateway")), bool(msg["flags"] & RTNH_F_ONLINK))
+    return found
+
+
+def sync_routes(ipr: IPRoute, wanted: dict[IPv4Network, Route], vtep_index: int | None) -> list[str]:
+    """Make our routes exactly `wanted` (onlink ones through the VXLAN device); returns what could not be set."""
+    problems = []
+    installed = _installed_routes(ipr)
+    for dst in installed.keys() - wanted.keys():
+        with contextlib.suppress(NetlinkError):
+            ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL)
+        log.info("removed the route to %s", dst)
+    for dst, route in wanted.items():
+        if installed.get(dst) == route:
+            continue
+        options: Obj = {"oif": vtep_index, "flags": RTNH_F_ONLINK} if route.onlink else {}
+        try:
+            ipr.route("replace", dst=str(dst), gateway=str(route.gateway), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
+                      **options)
+        except NetlinkError as exc:
+            problems.append(f"route {dst} via {route.gateway}: {exc}")
+            continue
+        log.info("route to %s via %s%s", dst, route.gateway, f" dev {VXLAN_DEVICE} onlink" if route.onlink else "")
+    return problems
+
+
+def sync_vxlan_peers(ipr: IPRoute, index: int, peers: Iterable[Peer]) -> None:
+    """Make the VXLAN device's neighbour (overlay .0 → VTEP MAC) and FDB (VTEP MAC → node IP) entries exactly
+    the peers'."""
+    peers = list(peers)
+    neighbours = {str(p.vtep_gateway): p.vtep_mac for p in peers}
+    forwarding = {p.vtep_mac: str(p.node_ip) for p in peers}
+    for entry in ipr.neigh("dump", family=socket.AF_INET, ifindex=index):
+        dst, mac = entry.get("dst"), entry.get("lladdr")
+        if entry["ifindex"] == index and neighbours.get(dst) != mac:
+            with contextlib.suppress(NetlinkError):
+                ipr.neigh("del", dst=dst, lladdr=mac, ifindex=index)
+    for entry in ipr.fdb("dump", ifindex=index):
+        mac, dst = entry.get("lladdr"), entry.get("dst")
+        if entry["ifindex"] == index and dst and forwarding.get(mac) != dst:
+            with contextlib.suppress(NetlinkError):
+                ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst)
+    for dst, mac in neighbours.items():
+        ipr.neigh("replace", dst=dst, lladdr=mac, ifindex=index, state=NEIGH_PERMANENT)
+    for mac, dst in forwarding.items():
+        ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=FDB_STATE, flags=NTF_SELF)
+
+
+def program(backend: str, node_ip: str, own_cidr: IPv4Network | None, peers: list[Peer]) -> tuple[str, list[str]]:
+    """Bring this network namespace's routes (and, for vxlan, its VTEP) in line with the peers; returns (our VTEP
+    MAC or "", problems)."""
+    with links.iproute() as ipr:
+        if backend != VXLAN:
+            remove_vtep(ipr)
+            return "", sync_routes(ipr, routes_for(peers, backend), None)
+        index, mac = ensure_vtep(ipr, node_ip, own_cidr)
+        sync_vxlan_peers(ipr, index, peers)
+        return mac, sync_routes(ipr, routes_for(peers, backend), index)
+
+
+class RouteManager:
+    """Keeps this node's routes to the other nodes' pods in line with the Nodes informer, until cancelled; tells
+    on_pod_cidr this node's podCIDR as soon as the informer sees it."""
+
+    def __init__(self, client: ApiClient, node_name: str, node_ip: str, backend: str = DEFAULT_BACKEND,
+                 resync: float = RESYNC, on_pod_cidr: Callable[[str], None] | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown pod network backend {backend!r} (one of {', '.join(BACKENDS)})")
+        self.client = client
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.backend = backend
+        self.resync = resync
+        self.on_pod_cidr = on_pod_cidr
+        self.pod_cidr = ""
+        self.nodes = Informer(client, NODES)
+        self._wake = asyncio.Event()
+        self._problems: list[str] = []
+
+    def _changed(self, old: Obj | None, new: Obj | None) -> None:
+        if new is not None and new["metadata"]["name"] == self.node_name:
+            cidr = (new.get("spec") or {}).get("podCIDR") or ""
+            if cidr and cidr != self.pod_cidr:
+                self.pod_cidr = cidr
+                if self.on_pod_cidr is not None:
+                    self.on_pod_cidr(cidr)
+        if old is None or new is None or node_peer(old) != node_peer(new):
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Watch the Nodes and sync on every relevant change (and every `resync` seconds), retrying failures."""
+        self.nodes.add_handlers(on_add=lambda node: self._changed(None, node),
+                                on_update=self._changed, on_delete=lambda node: self._changed(node, None))
+        self.nodes.start()
+        try:
+            await self.nodes.wait_synced()
+            while True:
+                self._wake.clear()
+                wait = self.resync
+                try:
+                    await self.sync()
+                except (ApiError, *CONNECTION_ERRORS, NetlinkError, OSError, RuntimeError) as exc:
+                    log.warning("syncing the %s routes of node %s failed: %s", self.backend, self.node_name, exc)
+                    wait = RETRY
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+        finally:
+            await self.nodes.stop()
+
+    async def sync(self) -> None:
+        """One pass: program routes (and VTEP) for the cached Nodes, then publish our VTEP MAC if it changed."""
+        nodes = self.nodes.store.list()
+        own = next((n for n in nodes if n["metadata"]["name"] == self.node_name), None)
+        own_cidr = node_pod_cidr(own) if own is not None else None
+        peers = remote_peers(nodes, self.node_name, self.node_ip, self.backend)
+        mac, problems = await asyncio.to_thread(program, self.backend, self.node_ip, own_cidr, peers)
+        if problems != self._problems:
+            for problem in problems:
+                log.warning("pod network: cannot set %s", problem)
+            self._problems = problems
+        published = ((own or {}).get("metadata", {}).get("annotations") or {}).get(VTEP_MAC_ANNOTATION)
+        if own is not None and (published or None) != (mac or None):
+            await self.client.patch(NODES, self.node_name,
+                                    {"metadata": {"annotations": {VTEP_MAC_ANNOTATION: mac or None}}})
+            log.info("node %s: %s=%s", self.node_name, VTEP_MAC_ANNOTATION, mac or "(removed)")
+
