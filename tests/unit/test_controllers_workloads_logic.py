@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kubelite.controllers.cronjob import job_name, most_recent, parse_schedule, rfc3339
+from kubelite.api.kinds.cron import parse_schedule
+from kubelite.controllers.cronjob import job_name, most_recent, rfc3339
 from kubelite.controllers.daemonset import daemon_tolerations, pin_to_node, should_run, target_node
 from kubelite.controllers.deployment import (
     MAX_REPLICAS,
