@@ -107,9 +107,8 @@ class Kubelet:
 
     def dns(self, pod: Obj) -> DNSConfig | None:
         """The pod's resolv.conf settings (cluster DNS first for ClusterFirst pods)."""
-        found = dnsfiles.pod_dns_config(pod, self._host_dns, [self.config.cluster_dns], self.config.cluster_domain,
-                                        [self.address])
-        return DNSConfig(found.servers, found.searches, found.options)
+        return dnsfiles.pod_dns_config(pod, self._host_dns, [self.config.cluster_dns], self.config.cluster_domain,
+                                       [self.address])
 
     def hosts(self, pod: Obj, ip: str) -> str:
         node_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
+
+from kubelite.kubelet.runtime.base import DNSConfig
 
 DEFAULT_CLUSTER_DNS = ("10.43.0.10",)
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -22,15 +23,6 @@ MAX_HOSTNAME_LENGTH = 63
 MANAGED_HOSTS_HEADER = "# Kubernetes-managed hosts file.\n"
 MANAGED_HOSTS_HEADER_HOST_NETWORK = "# Kubernetes-managed hosts file (host network).\n"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-@dataclass
-class DNSConfig:
-    """Nameservers, search domains and resolver options: the CRI DNSConfig of a sandbox."""
-
-    servers: list[str] = field(default_factory=list)
-    searches: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
 
 
 def _unique(items: Iterable[str]) -> list[str]:
