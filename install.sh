@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # What the node agent and the tests run: the OCI runtime, packet filter, a local registry, busybox for test images.
-packages="runc nftables iproute2 docker-registry busybox-static etcd-server kmod"
+packages="runc nftables iproute2 openssl docker-registry busybox-static etcd-server kmod"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "installing Debian packages:" $missing

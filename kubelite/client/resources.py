@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote
-
-from kubelite.api.kinds import BUILTIN
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,11 @@ class Resource:
         return path
 
 
+@functools.cache
 def _builtin_table() -> dict[tuple[str, str], Resource]:
-    """Every kind the server has built in, by (apiVersion, kind) and (apiVersion, plural)."""
+    """Every kind the server has built in, by (apiVersion, kind) and (apiVersion, plural); read from the API
+    registry on first use only, so a process that needs just the constants below never loads the kinds."""
+    from kubelite.api.kinds import BUILTIN
     table: dict[tuple[str, str], Resource] = {}
     for rt in BUILTIN:
         res = Resource(rt.group, rt.version, rt.plural, rt.namespaced, rt.kind)
@@ -46,13 +48,11 @@ def _builtin_table() -> dict[tuple[str, str], Resource]:
     return table
 
 
-_BUILTIN = _builtin_table()
-
 
 def resource(api_version: str, kind_or_plural: str) -> Resource:
     """The built-in resource of a kind ("Pod") or plural ("pods") in an apiVersion ("v1", "apps/v1")."""
     try:
-        return _BUILTIN[(api_version, kind_or_plural)]
+        return _builtin_table()[(api_version, kind_or_plural)]
     except KeyError:
         raise KeyError(f"no built-in resource {kind_or_plural!r} in {api_version!r}") from None
 
@@ -62,27 +62,28 @@ def resource_of(obj: dict) -> Resource:
     return resource(obj.get("apiVersion", ""), obj.get("kind", ""))
 
 
-PODS = resource("v1", "pods")
-NODES = resource("v1", "nodes")
-NAMESPACES = resource("v1", "namespaces")
-SERVICES = resource("v1", "services")
-ENDPOINTS = resource("v1", "endpoints")
-EVENTS = resource("v1", "events")
-SERVICEACCOUNTS = resource("v1", "serviceaccounts")
-RESOURCEQUOTAS = resource("v1", "resourcequotas")
-PERSISTENTVOLUMECLAIMS = resource("v1", "persistentvolumeclaims")
-CONFIGMAPS = resource("v1", "configmaps")
-SECRETS = resource("v1", "secrets")
-REPLICATIONCONTROLLERS = resource("v1", "replicationcontrollers")
-ENDPOINTSLICES = resource("discovery.k8s.io/v1", "endpointslices")
-LEASES = resource("coordination.k8s.io/v1", "leases")
-REPLICASETS = resource("apps/v1", "replicasets")
-DEPLOYMENTS = resource("apps/v1", "deployments")
-STATEFULSETS = resource("apps/v1", "statefulsets")
-DAEMONSETS = resource("apps/v1", "daemonsets")
-CONTROLLERREVISIONS = resource("apps/v1", "controllerrevisions")
-JOBS = resource("batch/v1", "jobs")
-CRONJOBS = resource("batch/v1", "cronjobs")
-PODDISRUPTIONBUDGETS = resource("policy/v1", "poddisruptionbudgets")
-HORIZONTALPODAUTOSCALERS = resource("autoscaling/v2", "horizontalpodautoscalers")
-PRIORITYCLASSES = resource("scheduling.k8s.io/v1", "priorityclasses")
+PODS = Resource("", "v1", "pods", True, "Pod")
+NODES = Resource("", "v1", "nodes", False, "Node")
+NAMESPACES = Resource("", "v1", "namespaces", False, "Namespace")
+SERVICES = Resource("", "v1", "services", True, "Service")
+ENDPOINTS = Resource("", "v1", "endpoints", True, "Endpoints")
+EVENTS = Resource("", "v1", "events", True, "Event")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", True, "ServiceAccount")
+RESOURCEQUOTAS = Resource("", "v1", "resourcequotas", True, "ResourceQuota")
+PERSISTENTVOLUMECLAIMS = Resource("", "v1", "persistentvolumeclaims", True, "PersistentVolumeClaim")
+PERSISTENTVOLUMES = Resource("", "v1", "persistentvolumes", False, "PersistentVolume")
+CONFIGMAPS = Resource("", "v1", "configmaps", True, "ConfigMap")
+SECRETS = Resource("", "v1", "secrets", True, "Secret")
+REPLICATIONCONTROLLERS = Resource("", "v1", "replicationcontrollers", True, "ReplicationController")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", True, "EndpointSlice")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", True, "Lease")
+REPLICASETS = Resource("apps", "v1", "replicasets", True, "ReplicaSet")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", True, "Deployment")
+STATEFULSETS = Resource("apps", "v1", "statefulsets", True, "StatefulSet")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", True, "DaemonSet")
+CONTROLLERREVISIONS = Resource("apps", "v1", "controllerrevisions", True, "ControllerRevision")
+JOBS = Resource("batch", "v1", "jobs", True, "Job")
+CRONJOBS = Resource("batch", "v1", "cronjobs", True, "CronJob")
+PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", True, "PodDisruptionBudget")
+HORIZONTALPODAUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers", True, "HorizontalPodAutoscaler")
+PRIORITYCLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", False, "PriorityClass")

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kubelite.api.kinds.quantity import parse_quantity
 from kubelite.api.protobuf import parse_go_duration
+from kubelite.api.quantity import parse_quantity
 from kubelite.api.selectors import SelectorError, parse_labels
 from kubelite.api.strategy import parse_time
 from kubelite.client.controller import Controller, Requeue

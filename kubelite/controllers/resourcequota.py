@@ -8,7 +8,7 @@ from math import ceil
 from typing import Any, ClassVar
 
 from kubelite.api.kinds import BUILTIN
-from kubelite.api.kinds.quantity import parse_quantity
+from kubelite.api.quantity import parse_quantity
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import (
     CONFIGMAPS,

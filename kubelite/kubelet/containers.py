@@ -6,7 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from kubelite.api.kinds.quantity import parse_quantity
+from kubelite.api.quantity import parse_quantity
 from kubelite.kubelet.network.dnsfiles import hostname_and_domain
 from kubelite.kubelet.runtime.base import (
     Capabilities,

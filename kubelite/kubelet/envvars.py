@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Any
 
-from kubelite.api.kinds.quantity import parse_quantity
+from kubelite.api.quantity import parse_quantity
 
 Obj = dict[str, Any]
 Fetch = Callable[[str, str], Awaitable[Obj | None]]

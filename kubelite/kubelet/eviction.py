@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from kubelite.api.kinds.quantity import parse_quantity
+from kubelite.api.quantity import parse_quantity
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

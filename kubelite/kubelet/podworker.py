@@ -17,7 +17,7 @@ from typing import Any
 
 from kubelite.client.errors import ApiError, is_not_found
 from kubelite.client.events import EventRecorder
-from kubelite.client.resources import PODS, resource
+from kubelite.client.resources import CONFIGMAPS, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS, SECRETS
 from kubelite.client.rest import ApiClient
 from kubelite.kubelet.backoff import Backoff
 from kubelite.kubelet.containers import (
@@ -52,9 +52,7 @@ RETRY = 5.0
 DEFAULT_GRACE = 30
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
-FETCHABLE = {"configmaps": resource("v1", "configmaps"), "secrets": resource("v1", "secrets"),
-             "persistentvolumeclaims": resource("v1", "persistentvolumeclaims"),
-             "persistentvolumes": resource("v1", "persistentvolumes")}
+FETCHABLE = {r.plural: r for r in (CONFIGMAPS, SECRETS, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES)}
 
 
 @dataclass

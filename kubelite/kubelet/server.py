@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ipaddress
 import logging
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,10 +24,6 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from kubelite.kubelet.runtime.base import ContainerState, ContainerStatus, NotFoundError, RuntimeService
 from kubelite.kubelet.streaming import channels, remotecommand, upgrade
@@ -82,26 +78,24 @@ class HttpError(Exception):
         self.message = message
 
 
-def self_signed_certificate(hosts: list[str]) -> tuple[bytes, bytes]:
-    """A self-signed serving certificate (cert PEM, key PEM) for hosts: the API server does not verify it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    common_name = f"{hosts[0] if hosts else 'kubelet'}@{int(time.time())}"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+def self_signed_certificate(hosts: list[str], cert: Path, key: Path) -> None:
+    """Write a self-signed serving certificate and its key for hosts (the API server does not verify it); made by
+    the openssl command so the agent need not load a crypto library for it."""
+    sans = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts) or "DNS:kubelet"
+    subject = f"/CN={hosts[0] if hosts else 'kubelet'}@{int(time.time())}"
+    result = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                             "-nodes", "-days", "365", "-subj", subject, "-addext", f"subjectAltName={sans}",
+                             "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl could not make the kubelet's serving certificate: {result.stderr.strip()}")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
@@ -203,11 +197,9 @@ class KubeletServer:
             context.load_cert_chain(self.cert_file, self.key_file)
         else:
             hosts = [h for h in {self.address, "127.0.0.1", "localhost", self.node_name} if h and h != "0.0.0.0"]
-            cert_pem, key_pem = self_signed_certificate(sorted(hosts))
             with tempfile.TemporaryDirectory() as scratch:
                 cert, key = Path(scratch) / "kubelet.crt", Path(scratch) / "kubelet.key"
-                cert.write_bytes(cert_pem)
-                key.write_bytes(key_pem)
+                self_signed_certificate(sorted(hosts), cert, key)
                 context.load_cert_chain(cert, key)
         context.load_verify_locations(cafile=str(self.client_ca_file))
         context.verify_mode = ssl.CERT_OPTIONAL

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kubelite.api.kinds.quantity import parse_quantity
+from kubelite.api.quantity import parse_quantity
 from kubelite.kubelet.envvars import ConfigError, field_value, resource_value
 from kubelite.kubelet.runtime.base import Mount, MountPropagation
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from kubelite.api.kinds.common import columns, dig, since
 from kubelite.api.kinds.podspec import default_pod_spec, validate_pod_spec
-from kubelite.api.kinds.quantity import parse_quantity
 from kubelite.api.names import invalid_value
+from kubelite.api.quantity import parse_quantity
 from kubelite.api.strategy import AGE_COLUMN, Cause, Column, Obj, Strategy, forbidden, parse_time
 
 UPDATABLE_FIELDS = (

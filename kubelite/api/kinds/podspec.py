@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from kubelite.api.kinds.common import child, non_negative
-from kubelite.api.kinds.quantity import parse_quantity
 from kubelite.api.names import (
     invalid_value,
     is_dns1123_label,
@@ -16,6 +15,7 @@ from kubelite.api.names import (
     validate_annotations,
     validate_labels,
 )
+from kubelite.api.quantity import parse_quantity
 from kubelite.api.strategy import Cause, Obj, duplicate, forbidden, required, unsupported
 
 RESTART_POLICIES = ["Always", "OnFailure", "Never"]

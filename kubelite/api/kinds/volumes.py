@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 from kubelite.api.kinds.common import columns, dig, since
-from kubelite.api.kinds.quantity import parse_quantity
 from kubelite.api.names import required_because
+from kubelite.api.quantity import parse_quantity
 from kubelite.api.strategy import AGE_COLUMN, Cause, Column, Obj, Strategy, forbidden, required, unsupported
 
 ACCESS_MODES = {
