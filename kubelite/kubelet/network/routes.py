@@ -326,8 +326,10 @@ class RouteManager:
                 wait = self.resync
                 try:
                     await self.sync()
-                except (ApiError, *CONNECTION_ERRORS, NetlinkError, OSError, RuntimeError) as exc:
-                    log.warning("syncing the %s routes of node %s failed: %s", self.backend, self.node_name, exc)
+                except Exception as exc:
+                    expected = isinstance(exc, (ApiError, NetlinkError, *CONNECTION_ERRORS))
+                    log.warning("syncing the %s routes of node %s failed: %s", self.backend, self.node_name, exc,
+                                exc_info=not expected)
                     wait = RETRY
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):

@@ -1,0 +1,166 @@
+"""A real three-node cluster on one host (tests/multinode.py): nodes join with the node token, get distinct pod CIDRs,
+and pods reach pods on other nodes directly by pod IP, un-NATed, over host-gw routes and over VXLAN; a node whose agent
+dies goes NotReady and its pods are replaced elsewhere; a deleted node's routes go away."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from kubelite.kubelet.network.routes import VTEP_MAC_ANNOTATION, VXLAN_DEVICE
+from tests.multinode import MultiNodeCluster, eventually, multinode_cluster, pod_routes
+
+APP = "echo"
+REPLICAS = 6
+BIG = 300_000
+"""Bytes of a file fetched across nodes: many full-sized segments, so a wrong MTU shows."""
+CGI = r"#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n"
+SERVE = ("mkdir -p /www/cgi-bin && hostname > /www/index.html && "
+         f"printf '{CGI}' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && "
+         f"head -c {BIG} /dev/zero | tr '\\0' x > /www/big && exec httpd -f -p 0.0.0.0:8080 -h /www")
+"""Each replica answers its hostname at /, the client's address (as it sees it) at /cgi-bin/peer, and /big."""
+TOLERATE_SECONDS = 5
+
+
+@pytest.fixture(scope="module", params=["host-gw", "vxlan"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
+    with multinode_cluster(tmp_path_factory.mktemp(f"multinode-{request.param}"), 3, request.param) as running:
+        yield running
+
+
+def _deployment(image: str) -> dict:
+    tolerations = [{"key": f"node.kubernetes.io/{key}", "operator": "Exists", "effect": "NoExecute",
+                    "tolerationSeconds": TOLERATE_SECONDS} for key in ("not-ready", "unreachable")]
+    spread = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+              "nodeTaintsPolicy": "Honor", "labelSelector": {"matchLabels": {"app": APP}}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP}, "spec": {
+        "replicas": REPLICAS, "selector": {"matchLabels": {"app": APP}}, "template": {
+            "metadata": {"labels": {"app": APP}},
+            "spec": {"terminationGracePeriodSeconds": 1, "tolerations": tolerations,
+                     "topologySpreadConstraints": [spread],
+                     "containers": [{"name": "web", "image": image, "command": ["sh", "-c", SERVE]}]}}}}
+
+
+def _pods(cluster: MultiNodeCluster) -> list[dict]:
+    """The app's pods that are not terminating."""
+    items = cluster.get_json("pods", "-l", f"app={APP}")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def _running(pods: list[dict]) -> bool:
+    return len(pods) == REPLICAS and all(p["status"].get("phase") == "Running" and p["status"].get("podIP")
+                                         for p in pods)
+
+
+@pytest.fixture(scope="module")
+def echo(cluster: MultiNodeCluster) -> list[dict]:
+    """The Deployment's pods, all Running."""
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_deployment(cluster.image)))
+    cluster.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=90s", timeout=100)
+    return eventually(lambda: (lambda pods: pods if _running(pods) else None)(_pods(cluster)), 30,
+                      "every replica Running with a pod IP")
+
+
+def _expected_routes(cluster: MultiNodeCluster, node: str, nodes: dict[str, dict]) -> list[tuple]:
+    wanted = []
+    for name, other in sorted(nodes.items()):
+        if name == node:
+            continue
+        cidr = other["spec"]["podCIDR"]
+        if cluster.backend == "vxlan":
+            wanted.append((cidr, str(ipaddress.ip_network(cidr).network_address), VXLAN_DEVICE, ["onlink"]))
+        else:
+            wanted.append((cidr, cluster.machines[name].address, "eth0", []))
+    return sorted(wanted)
+
+
+def _installed_routes(cluster: MultiNodeCluster, node: str) -> list[tuple]:
+    return sorted((r["dst"], r["gateway"], r["dev"], r.get("flags", [])) for r in pod_routes(cluster, node))
+
+
+def test_nodes_join_with_distinct_pod_cidrs_and_routes(cluster: MultiNodeCluster) -> None:
+    nodes = {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
+    assert sorted(nodes) == ["node-1", "node-2", "node-3"]
+    assert all(cluster.node_ready(name) == "True" for name in nodes)
+    cidrs = {name: ipaddress.ip_network(n["spec"]["podCIDR"]) for name, n in nodes.items()}
+    assert len(set(cidrs.values())) == 3
+    assert all(c.prefixlen == 24 and c.subnet_of(ipaddress.ip_network("10.42.0.0/16")) for c in cidrs.values())
+    for name, node in nodes.items():
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        assert internal == [cluster.machines[name].address]
+    for name in nodes:
+        eventually(lambda name=name: _installed_routes(cluster, name) == _expected_routes(cluster, name, nodes), 20,
+                   f"{name}'s routes to the other nodes' pods ({_installed_routes(cluster, name)})")
+    if cluster.backend != "vxlan":
+        assert not any(cluster.run_on(n, "ip", "link", "show", VXLAN_DEVICE, check=False).returncode == 0
+                       for n in nodes)
+        return
+    macs = {name: n["metadata"]["annotations"][VTEP_MAC_ANNOTATION] for name, n in nodes.items()}
+    for name in nodes:
+        device = json.loads(cluster.run_on(name, "ip", "-j", "-d", "link", "show", VXLAN_DEVICE).stdout)[0]
+        assert device["address"] == macs[name] and device["mtu"] == 1450
+        info = device["linkinfo"]["info_data"]
+        assert (info["id"], info["port"], info["local"], info.get("learning")) == (
+            1, 8472, cluster.machines[name].address, False)
+        fdb = json.loads(cluster.run_on(name, "bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE).stdout)
+        assert sorted((e["mac"], e["dst"]) for e in fdb if e.get("dst")) == sorted(
+            (macs[o], cluster.machines[o].address) for o in nodes if o != name)
+        neighbours = json.loads(cluster.run_on(name, "ip", "-j", "neigh", "show", "dev", VXLAN_DEVICE).stdout)
+        assert sorted((e["dst"], e["lladdr"], e["state"]) for e in neighbours) == sorted(
+            (str(cidrs[o].network_address), macs[o], ["PERMANENT"]) for o in nodes if o != name)
+
+
+def test_replicas_spread_over_every_node(echo: list[dict]) -> None:
+    assert Counter(p["spec"]["nodeName"] for p in echo) == {"node-1": 2, "node-2": 2, "node-3": 2}
+
+
+def test_pods_reach_pods_on_other_nodes_directly(cluster: MultiNodeCluster, echo: list[dict]) -> None:
+    mtu = "1450" if cluster.backend == "vxlan" else "1500"
+    clients = {}
+    for pod in echo:
+        clients.setdefault(pod["spec"]["nodeName"], pod)
+    for node, client in sorted(clients.items()):
+        name = client["metadata"]["name"]
+        assert cluster.kubectl("exec", name, "--", "cat", "/sys/class/net/eth0/mtu").stdout.strip() == mtu
+        for target in echo:
+            if target["spec"]["nodeName"] == node:
+                continue
+            url = f"http://{target['status']['podIP']}:8080"
+            script = (f"timeout 5 wget -qO- {url}/index.html && timeout 5 wget -qO- {url}/cgi-bin/peer && "
+                      f"timeout 5 wget -qO- {url}/big | wc -c")
+            answer = eventually(lambda name=name, script=script: cluster.kubectl(
+                "exec", name, "--", "sh", "-c", script).stdout.split(), 20,
+                f"{name} on {node} reaching {target['metadata']['name']} at {url}")
+            assert answer == [target["metadata"]["name"], client["status"]["podIP"], str(BIG)], (
+                f"from {name} ({client['status']['podIP']}) on {node} to {url} on {target['spec']['nodeName']}")
+
+
+def test_a_dead_agent_makes_its_node_not_ready_and_its_pods_move(cluster: MultiNodeCluster,
+                                                                 echo: list[dict]) -> None:
+    victim = "node-3"
+    victim_vtep = str(ipaddress.ip_network(cluster.get_json("node", victim)["spec"]["podCIDR"]).network_address)
+    cluster.kill_agent(victim)
+    killed = time.monotonic()
+    eventually(lambda: cluster.node_ready(victim) == "Unknown", 55, f"{victim} NotReady after its agent died")
+    assert time.monotonic() - killed > 20, "NotReady before the node monitor grace period could have passed"
+    moved = eventually(lambda: (lambda pods: pods if _running(pods) and all(
+        p["spec"]["nodeName"] != victim for p in pods) else None)(_pods(cluster)), 45,
+        f"replacements for {victim}'s pods Running elsewhere")
+    assert Counter(p["spec"]["nodeName"] for p in moved) == {"node-1": 3, "node-2": 3}
+    gone = {p["metadata"]["name"] for p in echo if p["spec"]["nodeName"] == victim}
+    assert gone.isdisjoint(p["metadata"]["name"] for p in moved)
+
+    cluster.kubectl("delete", "node", victim)
+    remaining = {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
+    for name in remaining:
+        eventually(lambda name=name: _installed_routes(cluster, name) == _expected_routes(cluster, name, remaining),
+                   20, f"{name} dropping its route to {victim}'s pods ({_installed_routes(cluster, name)})")
+        if cluster.backend == "vxlan":
+            fdb = cluster.run_on(name, "bridge", "fdb", "show", "dev", VXLAN_DEVICE).stdout
+            neighbours = cluster.run_on(name, "ip", "neigh", "show", "dev", VXLAN_DEVICE).stdout
+            assert cluster.machines[victim].address not in fdb and victim_vtep not in neighbours.split()
