@@ -13,7 +13,7 @@ from typing import Any
 
 from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exists, is_conflict, is_not_found
 from kubelite.client.informer import SharedInformerFactory
-from kubelite.client.resources import ENDPOINTSLICES, NAMESPACES, SERVICES
+from kubelite.client.resources import ENDPOINTSLICES, NAMESPACES, NODES, SERVICES
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import key_of
 from kubelite.dns.records import SERVICE_NAME, ClusterIndex
@@ -31,6 +31,12 @@ SYNC_TIMEOUT = 10.0
 """How long to wait for the first lists before serving anyway (CoreDNS waits 5 s)."""
 RECHECK = 60.0
 """How often registration is checked again without any event."""
+
+
+def _ready(node: Obj) -> bool:
+    """Whether a Node's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 def dns_service(cluster_ip: str = DNS_SERVICE_IP) -> Obj:
@@ -92,6 +98,7 @@ class ClusterDns:
         self.services = self.factory.informer(SERVICES)
         self.slices = self.factory.informer(ENDPOINTSLICES)
         self.namespaces = self.factory.informer(NAMESPACES)
+        self.nodes = self.factory.informer(NODES)
         self._slice_key = f"{DNS_NAMESPACE}/{DNS_SERVICE}-{self.node_name}"
         self._recheck = asyncio.Event()
         self._registration: asyncio.Task[None] | None = None
@@ -110,6 +117,8 @@ class ClusterDns:
                                    lambda o: self._service_event(o, deleted=True))
         self.slices.add_handlers(self._slice_event, lambda _, o: self._slice_event(o),
                                  lambda o: self._slice_event(o, deleted=True))
+        self.nodes.add_handlers(None, lambda old, new: self._recheck.set() if _ready(old) != _ready(new) else None,
+                                lambda _: self._recheck.set())
         self.factory.start()
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
@@ -164,6 +173,7 @@ class ClusterDns:
             try:
                 await self._ensure_service()
                 await self._ensure_slice()
+                await self._mark_peers()
             except (ApiError, *CONNECTION_ERRORS) as exc:
                 log.warning("cluster DNS: registration failed: %s; retrying", exc)
                 await asyncio.sleep(1)
@@ -171,6 +181,28 @@ class ClusterDns:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RECHECK):
                     await self._recheck.wait()
+
+    async def _mark_peers(self) -> None:
+        """A DNS server whose node is not Ready (its agent died, so it cannot say so itself) is marked not ready in
+        its slice, so pods stop asking it; its own server marks it ready again when it comes back."""
+        for peer in self.slices.store.list():
+            meta = peer["metadata"]
+            if meta.get("namespace") != DNS_NAMESPACE or (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER or \
+                    key_of(peer) == self._slice_key:
+                continue
+            endpoints = peer.get("endpoints") or []
+            node = self.nodes.store.get(next((e.get("nodeName", "") for e in endpoints), ""))
+            ready = node is not None and _ready(node)
+            if ready or all(not (e.get("conditions") or {}).get("ready", True) for e in endpoints):
+                continue
+            marked = [{**e, "conditions": {**(e.get("conditions") or {}), "ready": False, "serving": False}}
+                      for e in endpoints]
+            try:
+                await self.client.update(ENDPOINTSLICES, {**peer, "endpoints": marked})
+                log.info("cluster DNS: %s is on a node that is not Ready; marked not ready", key_of(peer))
+            except ApiError as exc:
+                if not (is_conflict(exc) or is_not_found(exc)):
+                    raise
 
     async def _ensure_service(self) -> None:
         """Create kube-dns unless it exists (an existing one is left as its owner made it)."""
