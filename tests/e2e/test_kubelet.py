@@ -347,6 +347,14 @@ def test_services_and_cluster_dns(node: tuple[Cluster, str]) -> None:
     assert urllib.request.urlopen(f"http://{node_ip}:{node_port}/index.html", timeout=5).read().decode().strip() \
         in backends
 
+    c.kubectl("expose", "deployment", "web", "--name=web-lb", "--type=LoadBalancer", "--port=8081",
+              "--target-port=8080")
+    external = eventually(lambda: c.get_json("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"], 30,
+                          "an EXTERNAL-IP from ServiceLB")
+    assert external == node_ip and external in c.kubectl("get", "service", "web-lb").stdout
+    assert urllib.request.urlopen(f"http://{external}:8081/index.html", timeout=5).read().decode().strip() \
+        in backends
+
     resolved = c.kubectl("exec", "client", "--", "nslookup", "web-headless.default.svc.cluster.local").stdout
     pod_ips = {p["status"]["podIP"] for p in c.get_json("pods", "-l", "app=web")["items"]}
     assert all(ip in resolved for ip in pod_ips), resolved
@@ -361,5 +369,5 @@ def test_services_and_cluster_dns(node: tuple[Cluster, str]) -> None:
     refused = c.kubectl("exec", "client", "--", "timeout", "10", "wget", "-qO-", "http://web", check=False)
     assert refused.returncode != 0 and time.monotonic() - started < 5, "a Service without endpoints refuses at once"
     c.kubectl("delete", "deployment", "web")
-    c.kubectl("delete", "service", "web", "web-nodeport", "web-headless")
+    c.kubectl("delete", "service", "web", "web-nodeport", "web-headless", "web-lb")
     c.kubectl("delete", "pod", "client", "--grace-period=1")
