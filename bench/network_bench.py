@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Pod network figure: time to set up and tear down N pod networks (veth, IP, NAT) on a scratch bridge.
+"""Pod network figure: time and CPU (this process's and its nft children's) to set up and tear down N pod networks
+(veth, IP, NAT) on a scratch bridge.
 
 Namespaces are made beforehand (the runtime's job, not timed). Needs root. Uses bridge klbench0, pod CIDR
 10.97.0.0/24 and nft table `ip klbench-net`, all removed at the end.
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -58,10 +60,18 @@ async def timed(op: Callable[..., Awaitable[object]], items: list[tuple], concur
     return [await one(item) for item in items]
 
 
-def summary(label: str, times: list[float], wall: float) -> str:
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its waited-for children (nft) so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def summary(label: str, times: list[float], wall: float, cpu: float) -> str:
     ms = sorted(t * 1000 for t in times)
     return (f"{label}: {len(ms)} pods in {wall * 1000:.0f} ms, {wall * 1000 / len(ms):.1f} ms/pod "
-            f"(each call: p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms)")
+            f"(each call: p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms), "
+            f"CPU {cpu * 1000 / len(ms):.1f} ms/pod")
 
 
 async def run(pods: int, host_ports: bool, concurrent: bool) -> None:
@@ -76,12 +86,12 @@ async def run(pods: int, host_ports: bool, concurrent: bool) -> None:
         net = BridgeNetwork(tmp, "10.97.0.0/24", "10.97.0.0/16", bridge="klbench0", table="klbench-net")
         items = [(f"sandbox-{i}", paths[i], configs[i]) for i in range(pods)]
         try:
-            start = time.perf_counter()
+            cpu, start = cpu_seconds(), time.perf_counter()
             setup_times = await timed(net.setup, items, concurrent)
-            setup_wall = time.perf_counter() - start
-            start = time.perf_counter()
+            setup_wall, setup_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+            cpu, start = cpu_seconds(), time.perf_counter()
             teardown_times = await timed(net.teardown, items, concurrent)
-            teardown_wall = time.perf_counter() - start
+            teardown_wall, teardown_cpu = time.perf_counter() - start, cpu_seconds() - cpu
         finally:
             await net.destroy()
             for path in paths:
@@ -89,8 +99,8 @@ async def run(pods: int, host_ports: bool, concurrent: bool) -> None:
                     netns.remove(path)
     mode = ("concurrent" if concurrent else "sequential") + (", one hostPort each" if host_ports else "")
     print(f"pod network, {mode}")
-    print(summary("setup", setup_times, setup_wall))
-    print(summary("teardown", teardown_times, teardown_wall))
+    print(summary("setup", setup_times, setup_wall, setup_cpu))
+    print(summary("teardown", teardown_times, teardown_wall, teardown_cpu))
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ class HostLocalIPAM:
         self._lock = threading.Lock()
         self._subnet = parse_subnet(subnet)
         self._by_id: dict[str, IPv4Address] = {}
+        self._last: IPv4Address | None = None
         self._load()
 
     @property
@@ -68,6 +69,10 @@ class HostLocalIPAM:
             self._subnet = new
 
     def _load(self) -> None:
+        try:
+            self._last = IPv4Address((self.state_dir / LAST_RESERVED).read_text().strip())
+        except (OSError, ValueError):
+            self._last = None
         for path in self.state_dir.iterdir():
             try:
                 ip = IPv4Address(path.name)
@@ -99,6 +104,7 @@ class HostLocalIPAM:
                 if self._reserve(ip, sandbox_id):
                     self._by_id[sandbox_id] = ip
                     (self.state_dir / LAST_RESERVED).write_text(str(ip))
+                    self._last = ip
                     return ip
             usable = self._subnet.num_addresses - 3
             raise IPAMExhaustedError(f"no free IP in pod CIDR {self._subnet}: all {usable} pod addresses are reserved")
@@ -115,10 +121,7 @@ class HostLocalIPAM:
         first = int(self._subnet.network_address) + 2
         last = int(self._subnet.broadcast_address) - 1
         start = first
-        try:
-            previous = int(IPv4Address((self.state_dir / LAST_RESERVED).read_text().strip()))
-        except (OSError, ValueError):
-            previous = None
+        previous = None if self._last is None else int(self._last)
         if previous is not None and first <= previous < last:
             start = previous + 1
         for n in itertools.chain(range(start, last + 1), range(first, start)):

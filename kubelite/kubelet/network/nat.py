@@ -2,7 +2,8 @@
 
 The whole table is replaced atomically (`nft -f -`) whenever the hostPort mappings change or state must be
 re-asserted; a pod without hostPorts only adds its element to the hairpin set, which is much cheaper than a rule
-change in the kernel.
+change in the kernel. Pods added while nft runs for another wait for the next run, which takes all of them: a burst
+of pods costs a few nft runs, not one each.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kubelite.kubelet.runtime import spawn
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +133,9 @@ def render(table: str, bridge: str, cluster_cidr: str, entries: Mapping[str, Nat
 
 async def run_nft(script: str) -> None:
     """Apply an nft script in one transaction."""
-    proc = await asyncio.create_subprocess_exec(
-        "nft", "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate(script.encode())
-    if proc.returncode != 0:
-        raise NftError(f"nft failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
+    done = await spawn.run(["nft", "-f", "-"], stdin=script.encode(), stderr=spawn.PIPE)
+    if done.returncode != 0:
+        raise NftError(f"nft failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()}")
 
 
 class NatTable:
@@ -149,6 +148,7 @@ class NatTable:
         self.entries: dict[str, NatEntry] = {}
         self._lock = asyncio.Lock()
         self._applied = False
+        self._waiting: list[tuple[str, NatEntry, asyncio.Future[None]]] = []
 
     def render(self) -> str:
         """The full table for the current entries."""
@@ -166,16 +166,46 @@ class NatTable:
         self._applied = True
 
     async def add(self, sandbox_id: str, entry: NatEntry) -> None:
-        """Add or update one pod: a set element if it has no hostPorts and the table is in place, else a replace."""
+        """Add or update one pod: a set element if it has no hostPorts and the table is in place, else a replace.
+        The first caller to get the lock applies every pod waiting by then."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((sandbox_id, entry, done))
         async with self._lock:
+            if not done.done():
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self._add(batch)
+                except Exception as exc:
+                    for *_, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                except BaseException:
+                    self._waiting[:0] = batch
+                    raise
+                else:
+                    for *_, waiter in batch:
+                        waiter.set_result(None)
+        await done
+
+    async def _add(self, batch: list[tuple[str, NatEntry, asyncio.Future[None]]]) -> None:
+        """One nft run for a batch: the new pods' set elements, or a replace if any pod needs a rule change."""
+        replace = not self._applied
+        elements = []
+        for sandbox_id, entry, _ in batch:
             old = self.entries.get(sandbox_id)
             self.entries[sandbox_id] = entry
-            if old == entry and self._applied:
-                return
-            if self._applied and old is None and not entry.hostports:
-                if await self._try(f"add element ip {self.table} hairpin {{ {entry.ip} . {entry.ip} }}\n"):
-                    return
+            if old == entry:
+                continue
+            if old is None and not entry.hostports:
+                elements.append(f"{entry.ip} . {entry.ip}")
+            else:
+                replace = True
+        if replace:
             await self._replace()
+        elif elements:
+            script = f"add element ip {self.table} hairpin {{ {', '.join(dict.fromkeys(elements))} }}\n"
+            if not await self._try(script):
+                await self._replace()
 
     async def remove(self, sandbox_id: str) -> None:
         """Forget one pod; the table is replaced only if it had hostPorts. Its hairpin element stays until the next

@@ -203,13 +203,13 @@ class BridgeNetwork:
         return record
 
     def _ensure_host(self, ipr: IPRoute, gateway: IPv4Interface) -> tuple[int, int]:
-        """Sysctls once, then the bridge with this gateway; a known bridge costs one netlink round trip."""
+        """Sysctls once, then the bridge with this gateway; a known bridge costs one ioctl (its index now)."""
         with self._host_lock:
             if not self._forwarding_checked:
                 self.problems = links.enable_host_forwarding()
                 self._forwarding_checked = True
             mtu = self.mtu = self.mtu or links.uplink_mtu(ipr)
-            index = links.bridge_index(ipr, self.bridge)
+            index = links.host_ifindex(self.bridge)
             if index is None or index != self._bridge_index or gateway not in self._gateways:
                 index = links.ensure_bridge(ipr, self.bridge, gateway, mtu)
                 if index != self._bridge_index:

@@ -8,10 +8,8 @@ ends and the namespaces live on as long as the mounts do. Containers join them b
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +20,6 @@ from kubelite.kubelet.runtime import syscalls
 T = TypeVar("T")
 
 KIND_FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
 
 
 async def in_fresh_thread(fn: Callable[[], T]) -> T:
@@ -54,9 +49,7 @@ async def in_fresh_thread(fn: Callable[[], T]) -> T:
 
 def _loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+        syscalls.set_interface_up(sock, "lo")
 
 
 def sysctl_path(name: str) -> Path:

@@ -9,6 +9,7 @@ becomes readable) but its status is lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -71,6 +72,7 @@ def start_time(pid: int) -> int:
         return 0
 
 
+@functools.cache
 def boot_id() -> str:
     """This boot's id: a pid recorded in an earlier boot means nothing now."""
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -24,12 +24,14 @@ import secrets
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
-from kubelite.kubelet.runtime import cgroups, namespaces, podfiles, reaper, rootfs, syscalls
+from kubelite.kubelet.runtime import cgroups, namespaces, podfiles, reaper, rootfs, spawn, syscalls
 from kubelite.kubelet.runtime.base import (
     ContainerConfig,
     ContainerEvent,
@@ -61,7 +63,7 @@ from kubelite.kubelet.runtime.bundle import (
 from kubelite.kubelet.runtime.logs import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, CriLogFile, Listener, Pump
 from kubelite.kubelet.runtime.runccli import Runc, RuncError, find_runc
 from kubelite.kubelet.runtime.state import ContainerRecord, SandboxRecord, StateStore
-from kubelite.kubelet.runtime.stdio import Stdio, container_stdio, open_output, reopen_stdin
+from kubelite.kubelet.runtime.stdio import Stdio, container_stdio, make_fifos, open_output, reopen_stdin
 from kubelite.kubelet.runtime.streams import (
     AttachSession,
     ChunkQueue,
@@ -71,6 +73,7 @@ from kubelite.kubelet.runtime.streams import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_STATE_DIR = Path("/var/lib/kubelite/agent/containers")
 DEFAULT_RUN_DIR = Path("/run/kubelite")
@@ -79,6 +82,25 @@ KILL_TIMEOUT = 30.0
 ORPHAN_SWEEP = 5.0
 UNKNOWN_EXIT_CODE = 255
 UNKNOWN_REASON = "Unknown"
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Blocking file work (creating files and directories, mounting) in a worker thread, off the event loop; a
+    cancelled caller still waits for it to end, so that the caller's cleanup never runs beside it."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def _write_pause_bundle(bundle: Path, spec: bytes) -> None:
+    """The pause container's bundle: an empty rootfs with mount points for /proc, /dev and the busybox binary."""
+    for sub in ("proc", "dev"):
+        (bundle / "rootfs" / sub).mkdir(parents=True, exist_ok=True)
+    (bundle / "rootfs" / "busybox").touch()
+    (bundle / "config.json").write_bytes(spec)
 
 
 def now_ns() -> int:
@@ -163,7 +185,7 @@ class RuncRuntime(RuntimeService):
             if sandbox.state == SandboxState.READY and not all(
                     namespaces.is_pinned(Path(p)) for p in sandbox.namespaces.values()):
                 sandbox.state = SandboxState.NOTREADY
-                self.store.save_sandbox(sandbox)
+                await self.store.write_sandbox(sandbox)
         for record in self.store.load_containers():
             self._containers[record.id] = record
             try:
@@ -188,10 +210,7 @@ class RuncRuntime(RuntimeService):
     async def version(self) -> RuntimeVersion:
         """runc's version, e.g. runc://1.1.5."""
         if self._version is None:
-            proc = await asyncio.create_subprocess_exec(self.runc.binary, "--version",
-                                                        stdout=asyncio.subprocess.PIPE)
-            out, _ = await proc.communicate()
-            words = out.decode().split()
+            words = (await spawn.run([self.runc.binary, "--version"], stdout=spawn.PIPE)).stdout.decode().split()
             self._version = RuntimeVersion("runc", words[2].split("+")[0] if len(words) > 2 else "unknown")
         return self._version
 
@@ -229,7 +248,7 @@ class RuncRuntime(RuntimeService):
         podfiles.check_sysctls(config)
         sandbox_id = secrets.token_hex(32)
         directory = self.store.sandboxes / sandbox_id
-        directory.mkdir(parents=True)
+        await in_thread(lambda: directory.mkdir(parents=True))
         hostname = os.uname().nodename if config.host_network else (config.hostname or config.name)
         record = SandboxRecord(id=sandbox_id, config=config, state=SandboxState.NOTREADY, created_at=now_ns(),
                                dir=str(directory), hostname=hostname,
@@ -237,20 +256,22 @@ class RuncRuntime(RuntimeService):
         kinds = ([] if config.host_network else ["net", "uts"]) + ([] if config.host_ipc else ["ipc"])
         record.namespaces = {kind: str(self.run_dir / f"{kind}ns" / sandbox_id) for kind in kinds}
         self._sandboxes[sandbox_id] = record
-        self.store.save_sandbox(record)
+        await self.store.write_sandbox(record)
         try:
             await namespaces.pin_namespaces({k: Path(p) for k, p in record.namespaces.items()}, hostname,
                                             config.sysctls)
-            record.shm_path = "/dev/shm" if config.host_ipc else podfiles.mount_shm(self.run_dir / "shm" / sandbox_id)
+            shm = self.run_dir / "shm" / sandbox_id
+            record.shm_path = "/dev/shm" if config.host_ipc else await in_thread(lambda: podfiles.mount_shm(shm))
             if not config.host_network:
                 record.network_ready = True
-                self.store.save_sandbox(record)
+                await self.store.write_sandbox(record)
                 record.ip = await self.network.setup(sandbox_id, record.namespaces["net"], config)
-            record.files = podfiles.write_files(directory, config, hostname, record.ip)
+            ip = record.ip
+            record.files = await in_thread(lambda: podfiles.write_files(directory, config, hostname, ip))
             if config.share_process_namespace and not config.host_pid:
                 record.pause_id = await self._start_pause(record)
             record.state = SandboxState.READY
-            self.store.save_sandbox(record)
+            await self.store.write_sandbox(record)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.remove_pod_sandbox(sandbox_id)
@@ -271,7 +292,7 @@ class RuncRuntime(RuntimeService):
         namespaces.unpin_namespaces([Path(p) for p in record.namespaces.values()])
         podfiles.unmount_shm(record.shm_path)
         record.state = SandboxState.NOTREADY
-        self.store.save_sandbox(record)
+        await self.store.write_sandbox(record)
 
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         """Stop the sandbox, remove its containers, its pod cgroup when empty, and its files (idempotent)."""
@@ -284,7 +305,7 @@ class RuncRuntime(RuntimeService):
         if not any(s.cgroup_parent == record.cgroup_parent for s in self._sandboxes.values() if s.id != sandbox_id):
             cgroups.remove(record.cgroup_parent)
         await asyncio.to_thread(shutil.rmtree, record.dir, True)
-        self.store.delete_sandbox(sandbox_id)
+        await self.store.erase_sandbox(sandbox_id)
         self._sandboxes.pop(sandbox_id, None)
 
     def _sandbox_status(self, record: SandboxRecord) -> SandboxStatus:
@@ -320,13 +341,10 @@ class RuncRuntime(RuntimeService):
         context = self._context(sandbox)
         context.namespaces["pid"] = ""
         bundle = directory / "bundle"
-        for sub in ("proc", "dev"):
-            (bundle / "rootfs" / sub).mkdir(parents=True, exist_ok=True)
-        (bundle / "rootfs" / "busybox").touch()
-        (bundle / "config.json").write_bytes(orjson.dumps(pause_spec(self.pause_binary, context,
-                                                                     record.cgroups_path)))
+        spec = orjson.dumps(pause_spec(self.pause_binary, context, record.cgroups_path))
+        await in_thread(lambda: _write_pause_bundle(bundle, spec))
         self._containers[pause_id] = record
-        self.store.save_container(record)
+        await self.store.write_container(record)
         live = self._live[pause_id] = _Live()
         try:
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -335,13 +353,13 @@ class RuncRuntime(RuntimeService):
             finally:
                 os.close(null)
             self._watch(record, live)
-            await self.runc.run(directory / "runc.log", "start", pause_id)
+            await self.runc.start(pause_id, directory / "runc.log", live.exited)
         except BaseException:
             await self._remove(pause_id)
             raise
         record.state = ContainerState.RUNNING
         record.started_at = now_ns()
-        self.store.save_container(record)
+        await self.store.write_container(record)
         return pause_id
 
     # ---- containers
@@ -360,7 +378,6 @@ class RuncRuntime(RuntimeService):
             raise FailedPreconditionError(f"sandbox {sandbox_id} is not ready")
         container_id = secrets.token_hex(32)
         directory = self.store.containers / container_id
-        bundle = directory / "bundle"
         image = image_settings(config.image.config)
         log_path = ""
         if config.log_path:
@@ -371,24 +388,18 @@ class RuncRuntime(RuntimeService):
             created_at=now_ns(), image=config.image_name, log_path=log_path, tty=config.tty, stdin=config.stdin,
             stdin_once=config.stdin_once, stop_signal=stop_signal(image), host_pid=sandbox.config.host_pid,
             labels=dict(config.labels), annotations=dict(config.annotations))
+        context = self._context(sandbox)
         self._containers[container_id] = record
         live = self._live[container_id] = _Live()
         stdio: Stdio | None = None
         try:
-            bundle.mkdir(parents=True)
-            rootfs.mount_overlay(config.image.layer_dirs, directory / "upper", directory / "work", bundle / "rootfs")
-            user = rootfs.resolve_user(bundle / "rootfs", str(image.get("User") or ""), config.security)
-            devices = (rootfs.host_devices() if config.security.privileged
-                       else rootfs.requested_devices(config.devices))
-            spec = build_spec(config, self._context(sandbox), user, self.host, cgroups_path=record.cgroups_path,
-                              devices=devices)
-            (bundle / "config.json").write_bytes(orjson.dumps(spec))
+            await in_thread(lambda: self._write_bundle(config, context, record))
             stdio = container_stdio(directory, config.tty, config.stdin, config.stdin_once)
             live.stdin_fd = stdio.agent_stdin
             console = self.run_dir / "console" / f"{secrets.token_hex(8)}.sock" if config.tty else None
-            self.store.save_container(record)
-            record.pid, live.master_fd = await self.runc.create(container_id, bundle, directory / "runc.log",
-                                                                stdio.container, console)
+            await self.store.write_container(record)
+            record.pid, live.master_fd = await self.runc.create(container_id, directory / "bundle",
+                                                                directory / "runc.log", stdio.container, console)
             self._watch(record, live)
             self._start_pumps(record, live)
             if config.tty and config.stdin:
@@ -399,9 +410,25 @@ class RuncRuntime(RuntimeService):
             await self._remove(container_id, announce=False)
             raise
         stdio.close()
-        self.store.save_container(record)
+        await self.store.write_container(record)
         self._emit(record, ContainerEventType.CREATED)
         return container_id
+
+    def _write_bundle(self, config: ContainerConfig, context: SandboxContext, record: ContainerRecord) -> None:
+        """Mount the rootfs, write config.json, make the stdio FIFOs and the log's directory (for a worker thread)."""
+        assert self.host is not None
+        directory = Path(record.dir)
+        bundle = directory / "bundle"
+        bundle.mkdir(parents=True)
+        rootfs.mount_overlay(config.image.layer_dirs, directory / "upper", directory / "work", bundle / "rootfs")
+        image = image_settings(config.image.config)
+        user = rootfs.resolve_user(bundle / "rootfs", str(image.get("User") or ""), config.security)
+        devices = rootfs.host_devices() if config.security.privileged else rootfs.requested_devices(config.devices)
+        spec = build_spec(config, context, user, self.host, cgroups_path=record.cgroups_path, devices=devices)
+        (bundle / "config.json").write_bytes(orjson.dumps(spec))
+        make_fifos(directory, config.tty, config.stdin)
+        if record.log_path:
+            Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
 
     def _start_pumps(self, record: ContainerRecord, live: _Live) -> None:
         """Copy the container's output into its log file (appending) and to attach listeners."""
@@ -440,13 +467,13 @@ class RuncRuntime(RuntimeService):
             record.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         record.state = ContainerState.EXITED
         record.finished_at = now_ns()
-        self.store.save_container(record)
+        await self.store.write_container(record)
         self._emit(record, ContainerEventType.STOPPED)
         if record.pause:
             sandbox = self._sandboxes.get(record.sandbox_id)
             if sandbox is not None and sandbox.state == SandboxState.READY:
                 sandbox.state = SandboxState.NOTREADY
-                self.store.save_sandbox(sandbox)
+                await self.store.write_sandbox(sandbox)
         try:
             await self._clean(record)
         finally:
@@ -466,7 +493,7 @@ class RuncRuntime(RuntimeService):
         rootfs.unmount(directory / "bundle" / "rootfs")
         record.cleaned = True
         if record.id in self._containers:
-            self.store.save_container(record)
+            await self.store.write_container(record)
 
     async def _adopt(self, record: ContainerRecord) -> None:
         """Take over a container a previous instance left: watch it again and resume its logs, or, when it
@@ -500,13 +527,13 @@ class RuncRuntime(RuntimeService):
             raise FailedPreconditionError(f"container {container_id} is {record.state}, not created")
         record.started_at = now_ns()
         try:
-            await self.runc.run(Path(record.dir) / "runc.log", "start", container_id)
+            await self.runc.start(container_id, Path(record.dir) / "runc.log", self._live[container_id].exited)
         except RuncError:
             record.started_at = 0
             raise
         if record.state == ContainerState.CREATED:
             record.state = ContainerState.RUNNING
-            self.store.save_container(record)
+            await self.store.write_container(record)
             self._emit(record, ContainerEventType.STARTED)
 
     async def stop_container(self, container_id: str, timeout_s: float) -> None:
@@ -558,7 +585,7 @@ class RuncRuntime(RuntimeService):
         self._live.pop(container_id, None)
         self._containers.pop(container_id, None)
         await asyncio.to_thread(shutil.rmtree, record.dir, True)
-        self.store.delete_container(container_id)
+        await self.store.erase_container(container_id)
         if announce:
             self._emit(record, ContainerEventType.DELETED)
 
@@ -618,18 +645,16 @@ class RuncRuntime(RuntimeService):
         record = self._running(container_id)
         process_file, pid_file = self._exec_files(record, cmd, False)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.runc.argv(Path(record.dir) / "runc.log", "exec", "--process", str(process_file), "--pid-file",
-                                str(pid_file), container_id),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            running = asyncio.ensure_future(spawn.run(
+                self.runc.argv(Path(record.dir) / "runc.log", "exec", "--process", str(process_file), "--pid-file",
+                               str(pid_file), container_id), stdout=spawn.PIPE, stderr=spawn.PIPE))
             try:
-                out, err = await asyncio.wait_for(proc.communicate(), timeout_s if timeout_s > 0 else None)
+                done = await asyncio.wait_for(asyncio.shield(running), timeout_s if timeout_s > 0 else None)
             except TimeoutError:
                 kill_exec(pid_file)
-                await proc.wait()
+                await running
                 raise TimeoutError(f"command {cmd} timed out after {timeout_s}s") from None
-            assert proc.returncode is not None
-            return proc.returncode, out, err
+            return done.returncode, done.stdout, done.stderr
         finally:
             process_file.unlink(missing_ok=True)
             pid_file.unlink(missing_ok=True)

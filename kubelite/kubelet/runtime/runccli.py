@@ -1,9 +1,15 @@
-"""The runc command line: create, start, kill, delete, exec, with runc's own errors read from its JSON log."""
+"""The runc command line: create, start, kill, delete, exec, with runc's own errors read from its JSON log.
+
+Starting a created container needs no runc process: `runc start` only opens the container's exec FIFO, which the
+waiting init writes one byte to before it execs the command, and removes the FIFO (from then on runc reports the
+container running). The agent does the same itself and falls back to `runc start` where the FIFO is missing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -11,7 +17,11 @@ from pathlib import Path
 
 import orjson
 
+from kubelite.kubelet.runtime import spawn
 from kubelite.kubelet.runtime.base import RuntimeServiceError
+
+EXEC_FIFO = "exec.fifo"
+"""In runc's state directory of a created container (libcontainer's execFifoFilename)."""
 
 
 class RuncError(RuntimeServiceError):
@@ -46,6 +56,35 @@ def _last_error(log: Path, since: int, fallback: str) -> str:
         if entry.get("level") in ("error", "fatal"):
             return str(entry.get("msg", fallback))
     return fallback
+
+
+async def _read_exec_fifo(fd: int, exited: asyncio.Event) -> bool:
+    """Read an exec FIFO (opened non-blocking) to its end: whether the init wrote its byte. Until a writer
+    comes, a FIFO never polls readable; an init that dies first never comes, hence the race with exited."""
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        received.extend(chunk)
+        if not chunk and not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(fd, readable)
+    waiting = asyncio.ensure_future(exited.wait())
+    try:
+        await asyncio.wait([ended, waiting], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(fd)
+        waiting.cancel()
+    if not ended.done():
+        with contextlib.suppress(BlockingIOError):
+            received.extend(os.read(fd, 64))
+    return bool(received)
 
 
 async def receive_fd(listener: socket.socket) -> int:
@@ -95,12 +134,28 @@ class Runc:
     async def run(self, log: Path, *args: str) -> None:
         """Run a runc command to its end; RuncError with runc's message when it fails."""
         since = _log_size(log)
-        proc = await asyncio.create_subprocess_exec(*self.argv(log, *args), stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuncError(_last_error(log, since, err.decode(errors="replace").strip() or f"runc {args[0]} failed"))
+        done = await spawn.run(self.argv(log, *args), stderr=spawn.PIPE)
+        if done.returncode != 0:
+            raise RuncError(_last_error(log, since, done.stderr.decode(errors="replace").strip()
+                                        or f"runc {args[0]} failed"))
+
+    async def start(self, container_id: str, log: Path, exited: asyncio.Event) -> None:
+        """What `runc start` does (see the module docstring); exited is set once the container's init is gone.
+
+        Returns once the init let go of the FIFO, i.e. exec'd the command; RuncError when it died before."""
+        fifo = self.root / container_id / EXEC_FIFO
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            await self.run(log, "start", container_id)
+            return
+        try:
+            released = await _read_exec_fifo(fd, exited)
+        finally:
+            os.close(fd)
+        if not released:
+            raise RuncError("container process is already dead")
+        fifo.unlink(missing_ok=True)
 
     async def create(self, container_id: str, bundle: Path, log: Path, stdio: tuple[int, int, int],
                      console: Path | None = None) -> tuple[int, int]:
@@ -115,7 +170,6 @@ class Runc:
                              stdio: tuple[int, int, int] | None = None) -> int:
         """Run a runc command that leaves a process behind (create, exec --detach); returns the pty master runc
         sends over the console socket, or -1 without one."""
-        null = asyncio.subprocess.DEVNULL
         since = _log_size(log)
         with contextlib.ExitStack() as stack:
             receiving = None
@@ -124,10 +178,8 @@ class Runc:
                 args = [*args, "--console-socket", str(console)]
                 receiving = asyncio.create_task(receive_fd(listener))
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv(log, *args, container_id), stdin=stdio[0] if stdio else null,
-                    stdout=stdio[1] if stdio else null, stderr=stdio[2] if stdio else null)
-                code = await proc.wait()
+                stdin, stdout, stderr = stdio or (spawn.DEVNULL, spawn.DEVNULL, spawn.DEVNULL)
+                code = (await spawn.run(self.argv(log, *args, container_id), stdin, stdout, stderr)).returncode
                 if code != 0:
                     raise RuncError(_last_error(log, since, f"runc {args[0]} exited with {code}"))
                 master = await asyncio.wait_for(receiving, 10) if receiving is not None else -1

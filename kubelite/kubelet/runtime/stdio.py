@@ -33,11 +33,23 @@ class Stdio:
         self.to_close.clear()
 
 
+def make_fifo(path: Path) -> None:
+    """Create a FIFO unless it exists."""
+    with contextlib.suppress(FileExistsError):
+        os.mkfifo(path, 0o600)
+
+
 def open_fifo(path: Path, flags: int) -> int:
     """Open (creating it first) a FIFO, close-on-exec."""
-    if not path.exists():
-        os.mkfifo(path, 0o600)
+    make_fifo(path)
     return os.open(path, flags | os.O_CLOEXEC)
+
+
+def make_fifos(directory: Path, tty: bool, stdin: bool) -> None:
+    """Create the FIFOs container_stdio opens (file creation, which may block: for a worker thread)."""
+    if not tty:
+        for stream in (*STREAMS, "stdin") if stdin else STREAMS:
+            make_fifo(directory / stream)
 
 
 def container_stdio(directory: Path, tty: bool, stdin: bool, stdin_once: bool) -> Stdio:
