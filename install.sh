@@ -37,7 +37,7 @@ echo "installed: $(kubelite --version)"
 
 if [ "$start" = 1 ]; then
   mkdir -p /var/log
-  nohup kubelite server >/var/log/kubelite.log 2>&1 &
+  nohup "$PWD/.venv/bin/kubelite" server >/var/log/kubelite.log 2>&1 &
   echo "starting kubelite server (pid $!, log /var/log/kubelite.log)"
   for _ in $(seq 1 60); do
     if [ -f /etc/kubelite/kubelite.yaml ] && \
