@@ -113,7 +113,7 @@ COMPONENT_IDENTITIES = {
 def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name: str | None, disable_scheduler: bool,
            disable_controller_manager: bool, private_registry: str | None, pod_network_backend: str | None,
            **kwargs: object) -> None:
-    """Start the control plane (each component its own process) and write the admin kubeconfig."""
+    """Start the control plane and a local node agent (each its own process); write the admin kubeconfig."""
     _setup_logging(verbose)
     from kubelite.apiserver import pki
     from kubelite.cli.supervisor import Component, supervise
