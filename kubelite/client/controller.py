@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from kubelite.client.errors import ApiError, is_conflict
+from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer, SharedInformerFactory
 from kubelite.client.resources import Resource
 from kubelite.client.rest import ApiClient
@@ -50,6 +51,8 @@ class Controller:
     """Subclass: declare informers in setup() with watch()/informer(), implement reconcile(key)."""
 
     name: ClassVar[str] = "controller"
+    component: ClassVar[str] = ""
+    """The source of its Events (kube-controller-manager's component names); empty: the controller's name."""
     workers: ClassVar[int] = 2
 
     def __init__(self, client: ApiClient, informers: SharedInformerFactory | None = None, *,
@@ -59,6 +62,7 @@ class Controller:
         self._owns_informers = informers is None
         self.worker_count = workers or self.workers
         self.queue = WorkQueue()
+        self.recorder = EventRecorder(client, self.component or self.name)
         self._needed: list[Informer] = []
         self.setup()
 
@@ -93,7 +97,7 @@ class Controller:
             self.queue.add(key)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Start informers, wait for their caches, reconcile with N workers until `stop` is set."""
+        """Start informers, wait for their caches, reconcile with N workers until `stop` is set; then flush Events."""
         self.informers.start()
         try:
             if not await _until_stopped(asyncio.gather(*(i.wait_synced() for i in self._needed)), stop):
@@ -111,6 +115,7 @@ class Controller:
                 await asyncio.gather(*running, return_exceptions=True)
         finally:
             self.queue.shutdown()
+            await self.recorder.close()
             if self._owns_informers:
                 await self.informers.stop()
 

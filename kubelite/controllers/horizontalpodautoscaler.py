@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import math
@@ -17,7 +16,6 @@ from kubelite.api.selectors import SelectorError, parse_labels
 from kubelite.api.strategy import parse_time
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.errors import ApiError
-from kubelite.client.events import EventRecorder
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import HORIZONTALPODAUTOSCALERS, PODS, Resource, resource
 from kubelite.client.rest import ApiClient
@@ -333,6 +331,7 @@ class HorizontalPodAutoscalerController(Controller):
     """Every sync_period, scale each HPA's target to what its metrics ask for, within its bounds and behavior."""
 
     name: ClassVar[str] = "horizontal-pod-autoscaler-controller"
+    component: ClassVar[str] = "horizontal-pod-autoscaler"
     sync_period: ClassVar[float] = 15.0
     """--horizontal-pod-autoscaler-sync-period."""
 
@@ -341,7 +340,6 @@ class HorizontalPodAutoscalerController(Controller):
                  clock: Callable[[], float] = time.monotonic):
         self.sync_period = sync_period or type(self).sync_period
         self.normalizer = Normalizer(clock)
-        self.recorder = EventRecorder(client, "horizontal-pod-autoscaler")
         self._targets: dict[tuple[str, str], Resource] = {}
         super().__init__(client, informers, workers=workers)
 
@@ -349,13 +347,6 @@ class HorizontalPodAutoscalerController(Controller):
         """HPAs (queued on change) and pods, for requests and readiness."""
         self.hpas = self.watch(HORIZONTALPODAUTOSCALERS)
         self.pods = self.informer(PODS)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run, then stop the event recorder."""
-        try:
-            await super().run(stop)
-        finally:
-            await self.recorder.close()
 
     async def reconcile(self, key: str) -> Requeue | None:
         """Autoscale one HPA, write its status if it changed, and come back after sync_period."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import ipaddress
 import logging
 from typing import ClassVar
 
 from kubelite.client.controller import Controller, Requeue
-from kubelite.client.events import EventRecorder
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import NODES
 from kubelite.client.rest import ApiClient
@@ -101,6 +99,7 @@ class NodeIpamController(Controller):
     """Assign spec.podCIDR(s) to nodes without one; free a node's subnets when it is deleted."""
 
     name: ClassVar[str] = "node-ipam-controller"
+    component: ClassVar[str] = "cidrAllocator"
     cluster_cidr: ClassVar[str] = "10.42.0.0/16"
     """--cluster-cidr (k3s's default); comma-separated for dual-stack."""
     node_cidr_mask_size_ipv4: ClassVar[int] = 24
@@ -112,7 +111,6 @@ class NodeIpamController(Controller):
         self.sets = cidr_sets(cluster_cidr or type(self).cluster_cidr,
                               node_cidr_mask_size_ipv4 or type(self).node_cidr_mask_size_ipv4,
                               node_cidr_mask_size_ipv6 or type(self).node_cidr_mask_size_ipv6)
-        self.recorder = EventRecorder(client, "cidrAllocator")
         self.owned: dict[str, list[str]] = {}
         """The subnets of each node, as last seen or assigned: what its deletion frees."""
         self._rebuilt = False
@@ -121,13 +119,6 @@ class NodeIpamController(Controller):
     def setup(self) -> None:
         """Every node, queued on change."""
         self.nodes = self.watch(NODES)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run, then stop the event recorder."""
-        try:
-            await super().run(stop)
-        finally:
-            await self.recorder.close()
 
     def _rebuild(self) -> None:
         """Once the cache is synced, before the first allocation: take every subnet existing nodes have."""

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 from kubelite.api.strategy import parse_time
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.errors import ApiError, is_not_found
-from kubelite.client.events import EventRecorder
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import LEASES, NODES, PODS
 from kubelite.client.rest import ApiClient
@@ -126,6 +125,7 @@ class NodeLifecycleController(Controller):
     """Monitor node heartbeats every monitor_period; taint nodes by condition; mark pods on bad nodes not ready."""
 
     name: ClassVar[str] = "node-lifecycle-controller"
+    component: ClassVar[str] = "node-controller"
     grace_period: ClassVar[float] = 40.0
     """--node-monitor-grace-period: how long a node may stay silent before it is Unknown."""
     startup_grace_period: ClassVar[float] = 60.0
@@ -141,7 +141,6 @@ class NodeLifecycleController(Controller):
         self.startup_grace_period = startup_grace_period or type(self).startup_grace_period
         self.monitor_period = monitor_period or type(self).monitor_period
         self.clock = clock
-        self.recorder = EventRecorder(client, "node-controller")
         self.health: dict[str, NodeHealth] = {}
         self.disrupted = False
         super().__init__(client, informers, workers=workers)
@@ -152,13 +151,6 @@ class NodeLifecycleController(Controller):
         self.leases = self.informer(LEASES, namespace=LEASE_NAMESPACE)
         self.pods = self.informer(PODS)
         self.queue.add(MONITOR_KEY)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run, then stop the event recorder."""
-        try:
-            await super().run(stop)
-        finally:
-            await self.recorder.close()
 
     async def reconcile(self, key: str) -> Requeue | None:
         """The health pass for MONITOR_KEY, else one node's taints and its pods' readiness."""
@@ -291,7 +283,6 @@ class TaintEvictionController(Controller):
     def __init__(self, client: ApiClient, informers: SharedInformerFactory | None = None, *,
                  workers: int | None = None, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.recorder = EventRecorder(client, "taint-eviction-controller")
         self.scheduled: dict[str, float] = {}
         """When each pending eviction was first scheduled, by pod key (the tolerationSeconds count from it)."""
         super().__init__(client, informers, workers=workers)
@@ -302,13 +293,6 @@ class TaintEvictionController(Controller):
         self.nodes = self.informer(NODES)
         self.nodes.add_handlers(on_add=lambda node: self._node_changed(None, node), on_update=self._node_changed,
                                 on_delete=lambda node: self._node_changed(node, None))
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run, then stop the event recorder."""
-        try:
-            await super().run(stop)
-        finally:
-            await self.recorder.close()
 
     def _node_changed(self, old: Obj | None, new: Obj | None) -> None:
         """Queue the node's pods when its NoExecute taints changed (or it came or went with some)."""

@@ -15,7 +15,6 @@ import orjson
 from kubelite.api.selectors import LabelSelector, from_label_selector
 from kubelite.client.controller import Controller, owner_keys
 from kubelite.client.errors import ApiError, is_already_exists, is_not_found
-from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer
 from kubelite.client.resources import CONTROLLERREVISIONS, PODS, Resource, resource_of
 from kubelite.client.store import NAMESPACE_INDEX, key_of
@@ -270,23 +269,14 @@ class Expectations:
 
 
 class WorkloadController(Controller):
-    """A Controller with an event recorder, pod expectations, pod handlers for its kind, adoption and history."""
+    """A Controller with pod expectations, pod handlers for its kind, adoption and history."""
 
-    component: ClassVar[str] = ""
     kind: ClassVar[str] = ""
 
     def setup(self) -> None:
-        """Create the recorder and expectations (subclasses call this first)."""
-        self.recorder = EventRecorder(self.client, self.component or self.name)
+        """Create the expectations (subclasses call this first)."""
         self.expectations = Expectations()
         self._owner_keys = owner_keys(self.kind)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run, then stop the event writer."""
-        try:
-            await super().run(stop)
-        finally:
-            await self.recorder.close()
 
     def watch_pods(self, owners: Informer) -> Informer:
         """The pod informer: events lower expectations and queue the owner (for orphans, the owners selecting them)."""
