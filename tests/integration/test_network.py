@@ -196,23 +196,30 @@ async def net(tmp_path: Path) -> AsyncIterator[BridgeNetwork]:
     await network.destroy()
 
 
+def link_outside(path: str, host_ip: str = OUTSIDE_HOST_IP, outside_ip: str = OUTSIDE_IP,
+                 veth: str = OUTSIDE_VETH) -> None:
+    """Make the namespace at path a host outside the cluster: its own veth link to the node (host_ip, /24) and a
+    default route through the node."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+            index = ipr.link_lookup(ifname=veth)[0]
+            ipr.addr("add", index=index, address=host_ip, prefixlen=24)
+            ipr.link("set", index=index, state="up")
+    finally:
+        os.close(fd)
+    ip_cmd(path, "addr", "add", f"{outside_ip}/24", "dev", "eth0")
+    ip_cmd(path, "link", "set", "eth0", "up")
+    ip_cmd(path, "link", "set", "lo", "up")
+    ip_cmd(path, "route", "add", "default", "via", host_ip)
+
+
 @pytest.fixture
 def outside(namespaces: Namespaces) -> Iterator[str]:
     """A namespace standing for a host outside the cluster, on its own link and subnet, routed via the node."""
     path = namespaces.make("outside")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=OUTSIDE_VETH, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            index = ipr.link_lookup(ifname=OUTSIDE_VETH)[0]
-            ipr.addr("add", index=index, address=OUTSIDE_HOST_IP, prefixlen=24)
-            ipr.link("set", index=index, state="up")
-    finally:
-        os.close(fd)
-    ip_cmd(path, "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
-    ip_cmd(path, "link", "set", "eth0", "up")
-    ip_cmd(path, "link", "set", "lo", "up")
-    ip_cmd(path, "route", "add", "default", "via", OUTSIDE_HOST_IP)
+    link_outside(path)
     yield path
     ip_cmd(None, "link", "del", OUTSIDE_VETH, check=False)
 

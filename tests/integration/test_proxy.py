@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from pyroute2 import IPRoute
 
 from kubelite.apiserver.app import ApiServer, ApiServerConfig
 from kubelite.apiserver.authn import UserInfo
@@ -29,7 +28,7 @@ from kubelite.controllers.servicelb import ServiceLBController
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.proxy.proxier import Proxier, cleanup
 from kubelite.storage.memory import MemoryBackend
-from tests.integration.test_network import Namespaces, SandboxConfig, ip_cmd, ns_socket
+from tests.integration.test_network import Namespaces, SandboxConfig, ip_cmd, link_outside, ns_socket
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
 
@@ -207,7 +206,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             stack.callback(Backend(pods[name]).close)
         outside = namespaces.make("proxy-outside")
         stack.callback(ip_cmd, None, "link", "del", OUTSIDE_VETH, check=False)
-        await asyncio.to_thread(_link_outside, outside)
+        await asyncio.to_thread(link_outside, outside, NODE_IP, OUTSIDE_IP, OUTSIDE_VETH)
 
         proxier = Proxier(client, NODE, CLUSTER_CIDR, TABLE)
         stack.push_async_callback(proxier.cleanup)
@@ -217,23 +216,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         stack.callback(stop.set)
         await eventually(lambda: proxier.syncs > 0)
         yield Cluster(client, proxier, pods, outside)
-
-
-def _link_outside(path: str) -> None:
-    """A host outside the cluster, on its own link to the node (NODE_IP) and routed through it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=OUTSIDE_VETH, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            index = ipr.link_lookup(ifname=OUTSIDE_VETH)[0]
-            ipr.addr("add", index=index, address=NODE_IP, prefixlen=24)
-            ipr.link("set", index=index, state="up")
-    finally:
-        os.close(fd)
-    ip_cmd(path, "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
-    ip_cmd(path, "link", "set", "eth0", "up")
-    ip_cmd(path, "link", "set", "lo", "up")
-    ip_cmd(path, "route", "add", "default", "via", NODE_IP)
 
 
 def cluster_ip(service: Obj) -> str:
