@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 POD_WORKERS = 8
 DNS_PORT = 53
+NODE_HOSTS = Path("/etc/hosts")
 RESYNC = 10.0
 """Every pod of the node is synced at least this often (probes, back-offs and volume refreshes ride on it)."""
 
@@ -111,7 +112,10 @@ class Kubelet:
                                        [self.address])
 
     def hosts(self, pod: Obj, ip: str) -> str:
-        node_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+        """The pod's /etc/hosts; only a hostNetwork pod's includes the node's, so only then is that file read."""
+        node_hosts = ""
+        if (pod.get("spec") or {}).get("hostNetwork") and NODE_HOSTS.exists():
+            node_hosts = NODE_HOSTS.read_text()
         return dnsfiles.hosts_file(pod, [ip], self.config.cluster_domain, node_hosts)
 
     async def run(self) -> None:
