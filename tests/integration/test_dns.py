@@ -1,5 +1,5 @@
-"""The cluster DNS against an in-process API server: run_dns on loopback, queried with dnslib over UDP and TCP
-and with busybox nslookup; a fake upstream resolver on another port stands in for the host's."""
+"""The cluster DNS against an in-process API server, served as run_dns serves it, on loopback; queried with dnslib
+over UDP and TCP and with busybox nslookup; a fake upstream resolver on another port stands in for the host's."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from kubelite.apiserver.app import ApiServer, ApiServerConfig
 from kubelite.apiserver.authn import UserInfo
 from kubelite.client import ApiClient, ApiError, ClientConfig, is_not_found
 from kubelite.client.resources import ENDPOINTSLICES, NAMESPACES, SERVICES
-from kubelite.dns.app import run_dns
+from kubelite.dns.app import ClusterDns
 from kubelite.dns.records import ClusterIndex
 from kubelite.dns.server import DnsServer
 from kubelite.storage.memory import MemoryBackend
@@ -103,12 +103,23 @@ async def client(tmp_path: Path) -> AsyncIterator[ApiClient]:
 
 
 class Dns:
-    """run_dns in a task, and how to query it."""
+    """The cluster DNS serving in a task as run_dns does (cancel it to stop), on a port it picks itself (a port
+    chosen beforehand could be taken by the time it binds), and how to query it."""
 
-    def __init__(self, client: ApiClient, port: int, upstream_port: int):
-        self.port = port
-        self.task = asyncio.create_task(run_dns(client, "127.0.0.1", port, node_name="node-a",
-                                                upstreams=[("127.0.0.1", upstream_port)]))
+    def __init__(self, client: ApiClient, upstream_port: int):
+        self.server = ClusterDns(client, "127.0.0.1", 0, node_name="node-a", upstreams=[("127.0.0.1", upstream_port)])
+        self.task = asyncio.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        await self.server.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.server.stop()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     async def query(self, name: str, qtype: str = "A", *, tcp: bool = False, edns: bool = False,
                     wait: float = 3) -> DNSRecord:
@@ -127,7 +138,7 @@ class Dns:
 
 @pytest.fixture
 async def dns(client: ApiClient, upstream: tuple[FakeUpstream, int]) -> AsyncIterator[Dns]:
-    server = Dns(client, free_port(), upstream[1])
+    server = Dns(client, upstream[1])
     async with asyncio.timeout(15):
         while True:
             assert not server.task.done(), server.task

@@ -643,6 +643,11 @@ async def test_new_instance_adopts_running_container(node: Node, layer: Path) ->
         assert agent.stdout is not None
         async with asyncio.timeout(30):
             sandbox_id, container_id = json.loads(await agent.stdout.readline())
+        # Kill the agent between two ticks, not while it copies one: a line it has read but not yet written when
+        # SIGKILL lands is the one thing a restart cannot recover.
+        first_log = node.logs / "ticker" / "0.log"
+        async with asyncio.timeout(10):
+            await eventually(lambda: first_log.exists() and len(log_lines(str(first_log))) >= 1)
     finally:
         with contextlib.suppress(ProcessLookupError):
             agent.kill()
