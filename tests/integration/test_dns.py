@@ -78,11 +78,19 @@ class FakeUpstream(asyncio.DatagramProtocol):
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[FakeUpstream, int]]:
+    """A fake resolver on one free port for both UDP and TCP (a port free for UDP may be taken for TCP: retry)."""
     fake = FakeUpstream()
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: fake, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(fake.serve_tcp, "127.0.0.1", port)
+    for attempt in range(5):
+        transport, _ = await loop.create_datagram_endpoint(lambda: fake, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(fake.serve_tcp, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
+            if attempt == 4:
+                raise
     yield fake, port
     tcp.close()
     transport.close()
