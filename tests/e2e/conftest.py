@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -23,9 +24,17 @@ API_ONLY = ("--disable-scheduler", "--disable-controller-manager")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for both TCP and UDP on loopback, below the kernel's ephemeral range (ip_local_port_range
+    starts at 32768) so that no outgoing connection is given it between this check and the server's bind."""
+    while True:
+        port = random.randrange(20000, 32768)
+        with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass
