@@ -23,12 +23,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import netns
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kubelite.kubelet.network.plugin import BridgeNetwork  # noqa: E402
+from tests import netns  # noqa: E402
 
 
 @dataclass

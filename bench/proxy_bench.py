@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from pyroute2 import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +43,7 @@ from kubelite.kubelet.network.plugin import BridgeNetwork  # noqa: E402
 from kubelite.proxy import model  # noqa: E402
 from kubelite.proxy.proxier import Proxier  # noqa: E402
 from kubelite.proxy.rules import full_script, render  # noqa: E402
+from tests import netns  # noqa: E402
 from tests.e2e.conftest import API_ONLY, free_port, start_server, stop_server  # noqa: E402
 
 Obj = dict[str, Any]

@@ -22,7 +22,7 @@ POD_NETWORK_BACKENDS = ("host-gw", "vxlan")
 """kubelite.kubelet.network.routes.BACKENDS, spelled out to keep the CLI's imports light."""
 
 
-QUIET_LIBRARIES = ("pyroute2", "asyncio")
+QUIET_LIBRARIES = ("asyncio",)
 """Libraries whose debug output drowns ours: kept at INFO even with --verbose."""
 
 

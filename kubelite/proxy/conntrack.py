@@ -10,17 +10,71 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
-from pyroute2.conntrack import AsyncConntrack
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
+from kubelite.kubelet.network import netlink as nl
 from kubelite.proxy.model import ServicePort
 from kubelite.proxy.rules import usable_endpoints
 
 log = logging.getLogger(__name__)
+
+IPCTNL_MSG_CT_GET = (1 << 8) | 1
+IPCTNL_MSG_CT_DELETE = (1 << 8) | 2
+"""ctnetlink (netfilter subsystem 1) message types."""
+CTA_TUPLE_ORIG, CTA_TUPLE_REPLY = 1, 2
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST = 1, 2
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+_NFGEN = struct.Struct("=BBH")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTuple:
+    """One direction of a conntrack entry."""
+
+    saddr: str
+    daddr: str
+    proto: int
+    sport: int
+    dport: int
+
+
+def _tuple(raw: bytes) -> FlowTuple:
+    attrs = nl.parse_attrs(raw)
+    ip = nl.parse_attrs(attrs.get(CTA_TUPLE_IP, b""))
+    proto = nl.parse_attrs(attrs.get(CTA_TUPLE_PROTO, b""))
+    src, dst = ip.get(CTA_IP_V4_SRC, bytes(4)), ip.get(CTA_IP_V4_DST, bytes(4))
+    return FlowTuple(str(IPv4Address(src)), str(IPv4Address(dst)), proto.get(CTA_PROTO_NUM, b"\0")[0],
+                     nl.read_be16(proto.get(CTA_PROTO_SRC_PORT, bytes(2))),
+                     nl.read_be16(proto.get(CTA_PROTO_DST_PORT, bytes(2))))
+
+
+def _tuple_attr(kind: int, flow: FlowTuple) -> bytes:
+    return nl.nested(kind,
+                     nl.nested(CTA_TUPLE_IP, nl.attr(CTA_IP_V4_SRC, IPv4Address(flow.saddr).packed),
+                               nl.attr(CTA_IP_V4_DST, IPv4Address(flow.daddr).packed)),
+                     nl.nested(CTA_TUPLE_PROTO, nl.u8(CTA_PROTO_NUM, flow.proto),
+                               nl.be16(CTA_PROTO_SRC_PORT, flow.sport), nl.be16(CTA_PROTO_DST_PORT, flow.dport)))
+
+
+def udp_flows(sock: nl.NetlinkSocket) -> list[tuple[FlowTuple, FlowTuple]]:
+    """(original, reply) tuples of the IPv4 UDP conntrack entries."""
+    flows = []
+    for message in sock.dump(IPCTNL_MSG_CT_GET, _NFGEN.pack(socket.AF_INET, 0, 0)):
+        attrs = nl.parse_attrs(message.payload, _NFGEN.size)
+        if CTA_TUPLE_ORIG in attrs and CTA_TUPLE_REPLY in attrs:
+            orig = _tuple(attrs[CTA_TUPLE_ORIG])
+            if orig.proto == socket.IPPROTO_UDP:
+                flows.append((orig, _tuple(attrs[CTA_TUPLE_REPLY])))
+    return flows
+
+
+def delete_flow(sock: nl.NetlinkSocket, orig: FlowTuple) -> None:
+    """Delete the conntrack entry with this original tuple (a tuple is always given: without one, all would go)."""
+    sock.request(IPCTNL_MSG_CT_DELETE, _NFGEN.pack(socket.AF_INET, 0, 0) + _tuple_attr(CTA_TUPLE_ORIG, orig))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +86,7 @@ class StaleFlows:
     node_port: int
     keep: frozenset[tuple[str, int]]
 
-    def matches(self, orig: NFCTAttrTuple, reply: NFCTAttrTuple) -> bool:
+    def matches(self, orig: FlowTuple, reply: FlowTuple) -> bool:
         """Whether a flow (its original and reply tuples) belongs to this port and goes to no kept endpoint."""
         if (reply.saddr, reply.sport) in self.keep:
             return False
@@ -70,30 +124,19 @@ def stale_flows(old: Iterable[ServicePort], new: Iterable[ServicePort]) -> list[
     return stale
 
 
-async def _clear_in(stale: list[StaleFlows]) -> int:
+def _clear(stale: list[StaleFlows]) -> int:
     deleted = 0
-    async with AsyncConntrack() as conntrack:
-        flows = [flow async for flow in await conntrack.dump_entries(
-            tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP))]
-        for flow in flows:
-            if any(s.matches(flow.tuple_orig, flow.tuple_reply) for s in stale):
+    with nl.NetlinkSocket(nl.NETLINK_NETFILTER) as sock:
+        for orig, reply in udp_flows(sock):
+            if any(s.matches(orig, reply) for s in stale):
                 try:
-                    await conntrack.delete(flow)
-                except NetlinkError as exc:
+                    delete_flow(sock, orig)
+                except nl.NetlinkError as exc:
                     if exc.code != errno.ENOENT:  # an entry may expire between the dump and its deletion
                         raise
                     continue
                 deleted += 1
     return deleted
-
-
-def _clear(stale: list[StaleFlows]) -> int:
-    # A private plain selector loop in a worker thread: uvloop, if it runs the caller, cannot carry netlink.
-    loop = asyncio.SelectorEventLoop()
-    try:
-        return loop.run_until_complete(_clear_in(stale))
-    finally:
-        loop.close()
 
 
 async def clear_stale_flows(stale: list[StaleFlows]) -> int:
@@ -102,6 +145,6 @@ async def clear_stale_flows(stale: list[StaleFlows]) -> int:
         return 0
     try:
         return await asyncio.to_thread(_clear, stale)
-    except (OSError, NetlinkError) as exc:
+    except OSError as exc:
         log.warning("cannot clear stale UDP conntrack entries: %s", exc)
         return 0

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from pyroute2 import IPRoute, netns
 
 from kubelite.kubelet.network.bridge import host_ifname, pod_mac
 from kubelite.kubelet.network.nat import HostPort, NatEntry, host_ports, render
 from kubelite.kubelet.network.plugin import BridgeNetwork
+from tests import netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
 
@@ -200,15 +200,9 @@ def link_outside(path: str, host_ip: str = OUTSIDE_HOST_IP, outside_ip: str = OU
                  veth: str = OUTSIDE_VETH) -> None:
     """Make the namespace at path a host outside the cluster: its own veth link to the node (host_ip, /24) and a
     default route through the node."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            index = ipr.link_lookup(ifname=veth)[0]
-            ipr.addr("add", index=index, address=host_ip, prefixlen=24)
-            ipr.link("set", index=index, state="up")
-    finally:
-        os.close(fd)
+    ip_cmd(None, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", Path(path).name)
+    ip_cmd(None, "addr", "add", f"{host_ip}/24", "dev", veth)
+    ip_cmd(None, "link", "set", veth, "up")
     ip_cmd(path, "addr", "add", f"{outside_ip}/24", "dev", "eth0")
     ip_cmd(path, "link", "set", "eth0", "up")
     ip_cmd(path, "link", "set", "lo", "up")
@@ -433,7 +427,7 @@ async def test_pod_cidr_change_keeps_old_pods_routable(net: BridgeNetwork, names
 
 
 def test_works_when_uvloop_is_the_event_loop_policy(tmp_path: Path, namespaces: Namespaces) -> None:
-    """The agent runs on uvloop; pyroute2's private loops in worker threads must not become uvloop loops."""
+    """The agent runs on uvloop; its blocking netlink work in worker threads must not depend on the loop."""
     a = namespaces.make("a")
 
     async def scenario() -> tuple[str, str]:

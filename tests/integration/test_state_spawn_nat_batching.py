@@ -10,13 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyroute2 import netns
 
 from kubelite.kubelet.network import nat
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.kubelet.runtime import spawn
 from kubelite.kubelet.runtime.base import ContainerState
 from kubelite.kubelet.runtime.state import COMPACT_AFTER, ContainerRecord, StateStore
+from tests import netns
 
 
 def record(exit_code: int) -> ContainerRecord:

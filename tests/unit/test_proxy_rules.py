@@ -9,10 +9,9 @@ import subprocess
 from typing import Any
 
 import pytest
-from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from kubelite.controllers.servicelb import desired_ingress
-from kubelite.proxy.conntrack import stale_flows
+from kubelite.proxy.conntrack import FlowTuple, stale_flows
 from kubelite.proxy.model import Endpoint, ServicePort, build
 from kubelite.proxy.rules import (
     CLUSTER_IPS,
@@ -279,9 +278,9 @@ def test_renderer_renders_like_render_and_reuses_unchanged_ports() -> None:
 
 # --- stale UDP flows ------------------------------------------------------------------------------------------------
 
-def flow(daddr: str, dport: int, reply_saddr: str, reply_sport: int) -> tuple[NFCTAttrTuple, NFCTAttrTuple]:
-    return (NFCTAttrTuple(saddr="10.42.0.5", daddr=daddr, proto=17, sport=40000, dport=dport),
-            NFCTAttrTuple(saddr=reply_saddr, daddr="10.42.0.5", proto=17, sport=reply_sport, dport=40000))
+def flow(daddr: str, dport: int, reply_saddr: str, reply_sport: int) -> tuple[FlowTuple, FlowTuple]:
+    return (FlowTuple(saddr="10.42.0.5", daddr=daddr, proto=17, sport=40000, dport=dport),
+            FlowTuple(saddr=reply_saddr, daddr="10.42.0.5", proto=17, sport=reply_sport, dport=40000))
 
 
 def test_stale_udp_flows_are_those_to_endpoints_a_port_no_longer_has() -> None:

@@ -1,15 +1,14 @@
 """Netlink plumbing of the pod network, like the bridge CNI plugin: the node bridge and one veth pair per pod.
 
-Everything here is blocking pyroute2 work; callers run it in a worker thread. A pod's namespace is reached by
+Everything here is blocking rtnetlink work; callers run it in a worker thread. A pod's namespace is reached by
 creating its sockets after setns() on the calling thread only, then switching the thread straight back.
-A pyroute2 request costs a fraction of a millisecond of Python, so wiring a pod takes few of them: an interface's
-index and flags go through ioctls on a datagram socket of its namespace, its bridge port's hairpin flag through
-sysfs, and a pod is wired first and checked only when something is in the way.
+A pod is wired with few requests: an interface's index and flags go through ioctls on a datagram socket of its
+namespace, its bridge port's hairpin flag through sysfs, and a pod is wired first and checked only when something
+is in the way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
@@ -20,13 +19,12 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from kubelite.kubelet.network import rtnl
+from kubelite.kubelet.network.netlink import NetlinkError
+from kubelite.kubelet.network.rtnl import Link, Route, Rtnl
 from kubelite.kubelet.runtime import syscalls
 
 log = logging.getLogger(__name__)
@@ -34,6 +32,9 @@ log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 POD_IFNAME = "eth0"
 DEFAULT_MTU = 1500
+RTPROT_BOOT = 3
+"""The protocol `ip route add` gives a route: the pod's default route looks as if made by hand."""
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYSCTL = Path("/proc/sys")
 _SYS_NET = Path("/sys/class/net")
@@ -45,26 +46,11 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _new_iproute() -> tuple[IPRoute, asyncio.AbstractEventLoop]:
-    # pyroute2's sync API drives a private event loop; a plain selector loop, since uvloop (if it is the policy)
-    # cannot carry netlink sockets. No multicast groups: these sockets only send requests.
-    loop = asyncio.SelectorEventLoop()
-    try:
-        return IPRoute(groups=0, use_event_loop=loop), loop
-    except BaseException:
-        loop.close()
-        raise
-
-
 @contextlib.contextmanager
-def iproute() -> Iterator[IPRoute]:
-    """A netlink (rtnl) socket in this thread's network namespace, closed on exit."""
-    ipr, loop = _new_iproute()
-    try:
+def iproute() -> Iterator[Rtnl]:
+    """An rtnetlink socket in this thread's network namespace, closed on exit."""
+    with Rtnl() as ipr:
         yield ipr
-    finally:
-        ipr.close()
-        loop.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +58,7 @@ class PodNetns:
     """Sockets living in a pod's network namespace: rtnetlink for addresses and routes, a datagram socket for
     interface ioctls."""
 
-    ipr: IPRoute
+    ipr: Rtnl
     sock: socket.socket
 
     def ifindex(self, ifname: str) -> int | None:
@@ -101,7 +87,7 @@ def netns_sockets(netns_path: str) -> Iterator[PodNetns]:
             try:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 try:
-                    ipr, loop = _new_iproute()
+                    ipr = Rtnl()
                 except BaseException:
                     sock.close()
                     raise
@@ -116,7 +102,6 @@ def netns_sockets(netns_path: str) -> Iterator[PodNetns]:
     finally:
         sock.close()
         ipr.close()
-        loop.close()
 
 
 def host_ifname(bridge: str, sandbox_id: str) -> str:
@@ -163,40 +148,31 @@ def enable_host_forwarding() -> list[str]:
     return problems
 
 
-def _link(ipr: IPRoute, ifname: str) -> Any | None:
-    try:
-        return ipr.link("get", ifname=ifname)[0]
-    except NetlinkError as exc:
-        if exc.code != errno.ENODEV:
-            raise
-        return None
+def _lookup(ipr: Rtnl, ifname: str) -> int | None:
+    link = ipr.link(ifname)
+    return None if link is None else link.index
 
 
-def _lookup(ipr: IPRoute, ifname: str) -> int | None:
-    link = _link(ipr, ifname)
-    return None if link is None else link["index"]
+def _has_address(ipr: Rtnl, index: int, address: IPv4Interface) -> bool:
+    return any(have == address for _, have in ipr.addresses(index))
 
 
-def _has_address(ipr: IPRoute, index: int, address: IPv4Interface) -> bool:
-    have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
-    return (str(address.ip), address.network.prefixlen) in have
-
-
-def uplink_mtu(ipr: IPRoute) -> int:
+def uplink_mtu(ipr: Rtnl) -> int:
     """The MTU of the interface carrying the default route (pods must not send bigger frames out), else 1500."""
-    for route in ipr.get_default_routes(family=2):
-        oif = route.get("oif")
-        if oif:
-            return int(ipr.link("get", index=oif)[0].get("mtu") or DEFAULT_MTU)
+    for route in ipr.routes():
+        if route.dst.prefixlen == 0 and route.oif and route.table == rtnl.MAIN_TABLE:
+            link = ipr.link(index=route.oif)
+            if link is not None:
+                return link.mtu or DEFAULT_MTU
     return DEFAULT_MTU
 
 
-def ensure_bridge(ipr: IPRoute, name: str, gateway: IPv4Interface, mtu: int) -> int:
+def ensure_bridge(ipr: Rtnl, name: str, gateway: IPv4Interface, mtu: int) -> int:
     """Create the bridge if missing, give it the gateway address, bring it up; returns its ifindex."""
     index = _lookup(ipr, name)
     if index is None:
         try:
-            ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            ipr.add_bridge(name, mtu)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -205,37 +181,37 @@ def ensure_bridge(ipr: IPRoute, name: str, gateway: IPv4Interface, mtu: int) -> 
             raise RuntimeError(f"bridge {name} vanished right after creation")
     if not _has_address(ipr, index, gateway):
         try:
-            ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+            ipr.add_address(index, gateway)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
-    ipr.link("set", index=index, state="up")
+    ipr.set_up(index)
     if not write_sysctl(f"net.ipv4.conf.{name}.route_localnet", "1"):
         log.warning("cannot set net.ipv4.conf.%s.route_localnet=1: hostPorts on 127.0.0.1 will not work", name)
     return index
 
 
-def bridge_addresses(ipr: IPRoute, name: str) -> list[IPv4Interface]:
+def bridge_addresses(ipr: Rtnl, name: str) -> list[IPv4Interface]:
     """The IPv4 addresses of the bridge (its gateway addresses), empty if the bridge does not exist."""
     index = _lookup(ipr, name)
     if index is None:
         return []
-    return [IPv4Interface(f"{a.get('address')}/{a['prefixlen']}") for a in ipr.get_addr(index=index, family=2)]
+    return [address for _, address in ipr.addresses(index)]
 
 
-def remove_bridge_address(ipr: IPRoute, name: str, address: IPv4Interface) -> None:
+def remove_bridge_address(ipr: Rtnl, name: str, address: IPv4Interface) -> None:
     """Drop one gateway address from the bridge (a podCIDR no pod uses any more)."""
     index = _lookup(ipr, name)
     if index is not None:
         try:
-            ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+            ipr.delete_address(index, address)
         except NetlinkError as exc:
             if exc.code != errno.EADDRNOTAVAIL:
                 raise
 
 
 def attach_pod(
-    ipr: IPRoute,
+    ipr: Rtnl,
     bridge_ifindex: int,
     veth: str,
     netns_path: str,
@@ -262,41 +238,33 @@ def attach_pod(
         eth0 = pod.ifindex(POD_IFNAME)
         if eth0 is None:
             raise RuntimeError(f"{POD_IFNAME} did not appear in {netns_path}")
-        pod.ipr.addr("add", index=eth0, address=str(address.ip), prefixlen=address.network.prefixlen)
+        pod.ipr.add_address(eth0, address)
         pod.set_up(POD_IFNAME)
-        pod.ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=eth0)
+        pod.ipr.add_route(Route(DEFAULT_ROUTE, gateway, eth0, 0, RTPROT_BOOT, rtnl.MAIN_TABLE))
 
 
-def _add_veth(ipr: IPRoute, bridge_ifindex: int, veth: str, netns_path: str, address: IPv4Interface,
+def _add_veth(ipr: Rtnl, bridge_ifindex: int, veth: str, netns_path: str, address: IPv4Interface,
               mtu: int) -> None:
     """The veth pair: the host end up on the bridge, eth0 (with the pod's MAC) in the pod's namespace."""
     fd = os.open(netns_path, os.O_RDONLY)
     try:
-        ipr.link(
-            "add",
-            ifname=veth,
-            kind="veth",
-            mtu=mtu,
-            master=bridge_ifindex,
-            state="up",
-            peer={"ifname": POD_IFNAME, "net_ns_fd": fd, "mtu": mtu, "address": pod_mac(address.ip)},
-        )
+        ipr.add_veth(veth, mtu, bridge_ifindex, POD_IFNAME, fd, pod_mac(address.ip))
     finally:
         os.close(fd)
 
 
-def _wired(ipr: IPRoute, pod: PodNetns, bridge_ifindex: int, veth: str, address: IPv4Interface) -> bool:
+def _wired(ipr: Rtnl, pod: PodNetns, bridge_ifindex: int, veth: str, address: IPv4Interface) -> bool:
     """Whether the pod is wired already; if not, remove what is in the way of wiring it again."""
-    host = _link(ipr, veth)
+    host: Link | None = ipr.link(veth)
     pod_index = pod.ifindex(POD_IFNAME)
     if host is not None and pod_index is not None:
-        if host.get("master") == bridge_ifindex and _has_address(pod.ipr, pod_index, address):
+        if host.master == bridge_ifindex and _has_address(pod.ipr, pod_index, address):
             return True
     if host is not None:
-        ipr.link("del", index=host["index"])
+        ipr.delete_link(host.index)
     if pod_index is not None:
         with contextlib.suppress(NetlinkError):
-            pod.ipr.link("del", index=pod_index)
+            pod.ipr.delete_link(pod_index)
     return False
 
 
@@ -308,13 +276,13 @@ def _set_hairpin(veth: str) -> None:
         raise RuntimeError(f"veth {veth} vanished right after creation, or is no bridge port") from None
 
 
-def detach_pod(ipr: IPRoute, veth: str) -> bool:
+def detach_pod(ipr: Rtnl, veth: str) -> bool:
     """Delete a pod's veth pair by its host end; False if it was already gone."""
     index = host_ifindex(veth)
     if index is None:
         return False
     try:
-        ipr.link("del", index=index)
+        ipr.delete_link(index)
     except NetlinkError as exc:
         if exc.code != errno.ENODEV:
             raise
@@ -322,20 +290,20 @@ def detach_pod(ipr: IPRoute, veth: str) -> bool:
     return True
 
 
-def bridge_ports(ipr: IPRoute, name: str) -> list[str]:
+def bridge_ports(ipr: Rtnl, name: str) -> list[str]:
     """Names of the interfaces enslaved to the bridge."""
     index = _lookup(ipr, name)
     if index is None:
         return []
-    return [link.get("ifname") for link in ipr.get_links() if link.get("master") == index]
+    return [link.name for link in ipr.links() if link.master == index]
 
 
-def delete_bridge(ipr: IPRoute, name: str) -> None:
+def delete_bridge(ipr: Rtnl, name: str) -> None:
     """Remove the bridge, if present."""
     index = _lookup(ipr, name)
     if index is not None:
         try:
-            ipr.link("del", index=index)
+            ipr.delete_link(index)
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:
                 raise

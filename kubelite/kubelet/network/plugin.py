@@ -20,11 +20,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from kubelite.kubelet.network import bridge as links
 from kubelite.kubelet.network.ipam import HostLocalIPAM, check_sandbox_id, parse_subnet
 from kubelite.kubelet.network.nat import HostPort, NatEntry, NatTable, host_ports
+from kubelite.kubelet.network.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +201,7 @@ class BridgeNetwork:
         self._write_record(record)
         return record
 
-    def _ensure_host(self, ipr: IPRoute, gateway: IPv4Interface) -> tuple[int, int]:
+    def _ensure_host(self, ipr: Rtnl, gateway: IPv4Interface) -> tuple[int, int]:
         """Sysctls once, then the bridge with this gateway; a known bridge costs one ioctl (its index now)."""
         with self._host_lock:
             if not self._forwarding_checked:

@@ -6,7 +6,7 @@
   FDB entry VTEP MAC → its node IP. Each node publishes its VTEP MAC as a Node annotation.
 
 Our routes carry their own rtnetlink protocol number, so routes of nodes that went away are found without state.
-Netlink work is blocking pyroute2 and runs in worker threads.
+Netlink work is blocking rtnetlink (rtnl.py) and runs in worker threads.
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
 
 from kubelite.client.errors import CONNECTION_ERRORS, ApiError
 from kubelite.client.informer import Informer
 from kubelite.client.resources import NODES
 from kubelite.client.rest import ApiClient
 from kubelite.kubelet.network import bridge as links
+from kubelite.kubelet.network import rtnl
+from kubelite.kubelet.network.netlink import NetlinkError
+from kubelite.kubelet.network.rtnl import Neighbour, Rtnl
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -46,11 +44,7 @@ VXLAN_OVERHEAD = 50
 VTEP_MAC_ANNOTATION = "kubelite.io/vtep-mac"
 ROUTE_PROTOCOL = 44
 """rtnetlink protocol number of the routes we own (unassigned in iproute2's rt_protos)."""
-MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
-NEIGH_PERMANENT = ndmsg.states["permanent"]
-FDB_STATE = ndmsg.states["permanent"] | ndmsg.states["noarp"]
-NTF_SELF = ndmsg.flags["self"]
 RESYNC = 30.0
 """Routes are re-asserted at least this often, even without Node changes."""
 RETRY = 5.0
@@ -150,13 +144,15 @@ def routes_for(peers: Iterable[Peer], backend: str) -> dict[IPv4Network, Route]:
     return {p.pod_cidr: Route(p.pod_cidr, p.node_ip) for p in peers}
 
 
-def uplink(ipr: IPRoute, node_ip: str) -> tuple[int | None, int]:
+def uplink(ipr: Rtnl, node_ip: str) -> tuple[int | None, int]:
     """(ifindex, MTU) of the interface holding the node IP (not loopback), else of the default route's; (None, 1500)
     without either."""
-    local = [] if IPv4Address(node_ip).is_loopback else ipr.get_addr(family=socket.AF_INET, address=node_ip)
-    for address in local:
-        index = address["index"]
-        return index, int(ipr.link("get", index=index)[0].get("mtu") or links.DEFAULT_MTU)
+    ip = IPv4Address(node_ip)
+    if not ip.is_loopback:
+        for index, address in ipr.addresses():
+            link = ipr.link(index=index) if address.ip == ip else None
+            if link is not None:
+                return index, link.mtu or links.DEFAULT_MTU
     return None, links.uplink_mtu(ipr)
 
 
@@ -171,79 +167,65 @@ async def pod_mtu(backend: str, node_ip: str) -> int:
     return await asyncio.to_thread(_pod_mtu, backend, node_ip)
 
 
-def _index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
-
-
-def ensure_vtep(ipr: IPRoute, node_ip: str, own_cidr: IPv4Network | None) -> tuple[int, str]:
+def ensure_vtep(ipr: Rtnl, node_ip: str, own_cidr: IPv4Network | None) -> tuple[int, str]:
     """Create (or re-create, when its settings differ) the VXLAN device, with its MTU, the podCIDR network address
     as its only address, up; returns (ifindex, MAC)."""
     mac = vtep_mac(node_ip)
     parent, mtu = uplink(ipr, node_ip)
-    index = _index(ipr, VXLAN_DEVICE)
-    if index is not None:
-        link = ipr.link("get", index=index)[0]
-        wanted = ("vxlan", node_ip, VXLAN_VNI, VXLAN_PORT, 0, mac)
-        have = (link.get(("linkinfo", "kind")), link.get(("linkinfo", "data", "vxlan_local")),
-                link.get(("linkinfo", "data", "vxlan_id")), link.get(("linkinfo", "data", "vxlan_port")),
-                link.get(("linkinfo", "data", "vxlan_learning")), link.get("address"))
+    link = ipr.link(VXLAN_DEVICE)
+    if link is not None:
+        wanted = ("vxlan", (VXLAN_VNI, node_ip, VXLAN_PORT, 0), mac)
+        have = (link.kind, link.vxlan, link.mac)
         if have != wanted:
             log.info("re-creating %s: it has %s, wanted %s", VXLAN_DEVICE, have, wanted)
-            ipr.link("del", index=index)
-            index = None
-    if index is None:
-        options: Obj = {"vxlan_link": parent} if parent is not None else {}
-        ipr.link("add", ifname=VXLAN_DEVICE, kind="vxlan", vxlan_id=VXLAN_VNI, vxlan_local=node_ip,
-                 vxlan_port=VXLAN_PORT, vxlan_learning=0, address=mac, mtu=vxlan_mtu(mtu), **options)
-        index = _index(ipr, VXLAN_DEVICE)
-        if index is None:
+            ipr.delete_link(link.index)
+            link = None
+    if link is None:
+        ipr.add_vxlan(VXLAN_DEVICE, VXLAN_VNI, node_ip, VXLAN_PORT, mac, vxlan_mtu(mtu), parent)
+        link = ipr.link(VXLAN_DEVICE)
+        if link is None:
             raise RuntimeError(f"{VXLAN_DEVICE} vanished right after creation")
         log.info("created %s (VNI %d, local %s, MAC %s)", VXLAN_DEVICE, VXLAN_VNI, node_ip, mac)
-    ipr.link("set", index=index, mtu=vxlan_mtu(mtu), state="up")
-    wanted_address = (str(own_cidr.network_address), 32) if own_cidr is not None else None
-    for address in ipr.get_addr(family=socket.AF_INET, index=index):
-        if (address.get("address"), address["prefixlen"]) != wanted_address:
-            ipr.addr("del", index=index, address=address.get("address"), prefixlen=address["prefixlen"])
-    if wanted_address is not None and not ipr.get_addr(family=socket.AF_INET, index=index,
-                                                        address=wanted_address[0]):
-        ipr.addr("add", index=index, address=wanted_address[0], prefixlen=32)
+    index = link.index
+    ipr.set_up(index, vxlan_mtu(mtu))
+    wanted_address = IPv4Interface(f"{own_cidr.network_address}/32") if own_cidr is not None else None
+    have_addresses = [address for _, address in ipr.addresses(index)]
+    for address in have_addresses:
+        if address != wanted_address:
+            ipr.delete_address(index, address)
+    if wanted_address is not None and wanted_address not in have_addresses:
+        ipr.add_address(index, wanted_address)
     return index, mac
 
 
-def remove_vtep(ipr: IPRoute) -> None:
+def remove_vtep(ipr: Rtnl) -> None:
     """Delete the VXLAN device (and with it its neighbours and FDB entries) if present."""
-    index = _index(ipr, VXLAN_DEVICE)
-    if index is not None:
+    link = ipr.link(VXLAN_DEVICE)
+    if link is not None:
         with contextlib.suppress(NetlinkError):
-            ipr.link("del", index=index)
+            ipr.delete_link(link.index)
 
 
-def _installed_routes(ipr: IPRoute) -> dict[IPv4Network, Route]:
-    found = {}
-    for msg in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE, proto=ROUTE_PROTOCOL):
-        if msg["proto"] != ROUTE_PROTOCOL or not msg.get("gateway"):
-            continue
-        dst = IPv4Network(f"{msg.get('dst') or '0.0.0.0'}/{msg['dst_len']}")
-        found[dst] = Route(dst, IPv4Address(msg.get("gateway")), bool(msg["flags"] & RTNH_F_ONLINK))
-    return found
+def _installed_routes(ipr: Rtnl) -> dict[IPv4Network, rtnl.Route]:
+    return {r.dst: r for r in ipr.routes()
+            if r.protocol == ROUTE_PROTOCOL and r.table == rtnl.MAIN_TABLE and r.gateway is not None}
 
 
-def sync_routes(ipr: IPRoute, wanted: dict[IPv4Network, Route], vtep_index: int | None) -> list[str]:
+def sync_routes(ipr: Rtnl, wanted: dict[IPv4Network, Route], vtep_index: int | None) -> list[str]:
     """Make our routes exactly `wanted` (onlink ones through the VXLAN device); returns what could not be set."""
     problems = []
     installed = _installed_routes(ipr)
     for dst in installed.keys() - wanted.keys():
         with contextlib.suppress(NetlinkError):
-            ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL)
+            ipr.delete_route(installed[dst])
         log.info("removed the route to %s", dst)
     for dst, route in wanted.items():
-        if installed.get(dst) == route:
+        have = installed.get(dst)
+        if have is not None and Route(dst, have.gateway, bool(have.flags & RTNH_F_ONLINK)) == route:
             continue
-        options: Obj = {"oif": vtep_index, "flags": RTNH_F_ONLINK} if route.onlink else {}
+        oif, flags = (vtep_index or 0, RTNH_F_ONLINK) if route.onlink else (0, 0)
         try:
-            ipr.route("replace", dst=str(dst), gateway=str(route.gateway), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
-                      **options)
+            ipr.replace_route(rtnl.Route(dst, route.gateway, oif, flags, ROUTE_PROTOCOL, rtnl.MAIN_TABLE))
         except NetlinkError as exc:
             problems.append(f"route {dst} via {route.gateway}: {exc}")
             continue
@@ -251,26 +233,24 @@ def sync_routes(ipr: IPRoute, wanted: dict[IPv4Network, Route], vtep_index: int 
     return problems
 
 
-def sync_vxlan_peers(ipr: IPRoute, index: int, peers: Iterable[Peer]) -> None:
+def sync_vxlan_peers(ipr: Rtnl, index: int, peers: Iterable[Peer]) -> None:
     """Make the VXLAN device's neighbour (overlay .0 → VTEP MAC) and FDB (VTEP MAC → node IP) entries exactly
     the peers'."""
     peers = list(peers)
     neighbours = {str(p.vtep_gateway): p.vtep_mac for p in peers}
     forwarding = {p.vtep_mac: str(p.node_ip) for p in peers}
-    for entry in ipr.neigh("dump", family=socket.AF_INET, ifindex=index):
-        dst, mac = entry.get("dst"), entry.get("lladdr")
-        if entry["ifindex"] == index and neighbours.get(dst) != mac:
+    for entry in ipr.neighbours(index):
+        if neighbours.get(entry.dst) != entry.mac:
             with contextlib.suppress(NetlinkError):
-                ipr.neigh("del", dst=dst, lladdr=mac, ifindex=index)
-    for entry in ipr.fdb("dump", ifindex=index):
-        mac, dst = entry.get("lladdr"), entry.get("dst")
-        if entry["ifindex"] == index and dst and forwarding.get(mac) != dst:
+                ipr.delete_neighbour(entry)
+    for entry in ipr.fdb(index):
+        if entry.dst and forwarding.get(entry.mac) != entry.dst:
             with contextlib.suppress(NetlinkError):
-                ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst)
+                ipr.delete_fdb(entry)
     for dst, mac in neighbours.items():
-        ipr.neigh("replace", dst=dst, lladdr=mac, ifindex=index, state=NEIGH_PERMANENT)
+        ipr.replace_neighbour(Neighbour(index, dst, mac))
     for mac, dst in forwarding.items():
-        ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=FDB_STATE, flags=NTF_SELF)
+        ipr.replace_fdb(Neighbour(index, dst, mac))
 
 
 def program(backend: str, node_ip: str, own_cidr: IPv4Network | None, peers: list[Peer]) -> tuple[str, list[str]]:

@@ -1,6 +1,5 @@
 """Linux system calls Python 3.11 lacks (mount, unshare, setns, prctl, sethostname), through ctypes, and the
-network interface ioctls (index, flags), which cost microseconds where a netlink request through pyroute2 costs a
-fraction of a millisecond."""
+network interface ioctls (index, flags), which cost microseconds, less than a netlink round trip."""
 
 from __future__ import annotations
 
