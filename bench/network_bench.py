@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,22 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubelite.kubelet.network.plugin import BridgeNetwork  # noqa: E402
 from tests import netns  # noqa: E402
-
-
-@dataclass
-class PortMapping:
-    protocol: str
-    container_port: int
-    host_port: int
-    host_ip: str = ""
-
-
-@dataclass
-class SandboxConfig:
-    name: str
-    namespace: str = "bench"
-    uid: str = ""
-    port_mappings: list[PortMapping] = field(default_factory=list)
+from tests.integration.test_network import hostport, pod_config  # noqa: E402
 
 
 async def timed(op: Callable[..., Awaitable[object]], items: list[tuple], concurrent: bool) -> list[float]:
@@ -78,7 +62,7 @@ async def run(pods: int, host_ports: bool, concurrent: bool) -> None:
     for path in paths:
         netns.create(path)
     configs = [
-        SandboxConfig(f"pod-{i}", port_mappings=[PortMapping("TCP", 8080, 20000 + i)] if host_ports else [])
+        pod_config(f"pod-{i}", port_mappings=[hostport("TCP", 8080, 20000 + i)] if host_ports else [])
         for i in range(pods)
     ]
     with tempfile.TemporaryDirectory(prefix="kubelite-netbench-") as tmp:

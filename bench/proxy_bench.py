@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from kubelite.proxy.proxier import Proxier  # noqa: E402
 from kubelite.proxy.rules import full_script, render  # noqa: E402
 from tests import netns  # noqa: E402
 from tests.e2e.conftest import API_ONLY, free_port, start_server, stop_server  # noqa: E402
+from tests.integration.test_network import pod_config  # noqa: E402
 
 Obj = dict[str, Any]
 TABLE = "kpbench-proxy"
@@ -55,13 +55,6 @@ CLUSTER_CIDR = "10.92.0.0/16"
 SERVICE_CIDR = "10.91.0.0/16"
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-@dataclass
-class SandboxConfig:
-    name: str
-    namespace: str = "bench"
-    uid: str = ""
 
 
 def endpoint_ip(index: int) -> str:
@@ -189,8 +182,8 @@ async def latency(client: ApiClient, proxier: Proxier, requests: int, tmp: Path)
     try:
         for path in paths:
             netns.create(path)
-        await network.setup("kpbench-client", paths[0], SandboxConfig("client"))
-        server_ip = await network.setup("kpbench-server", paths[1], SandboxConfig("server"))
+        await network.setup("kpbench-client", paths[0], pod_config("client"))
+        server_ip = await network.setup("kpbench-server", paths[1], pod_config("server"))
         listener = serve(paths[1])
         echo = await client.create(SERVICES, {"metadata": {"name": "echo"}, "spec": {
             "ports": [{"port": 80, "targetPort": 8080}]}}, "default")

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import uvloop
 from kubelite.kubelet.network.bridge import host_ifname, pod_mac
 from kubelite.kubelet.network.nat import HostPort, NatEntry, host_ports, render
 from kubelite.kubelet.network.plugin import BridgeNetwork
+from kubelite.kubelet.runtime.base import PortMapping, SandboxConfig
 from tests import netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
@@ -39,20 +39,14 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass
-class PortMapping:
-    protocol: str
-    container_port: int
-    host_port: int
-    host_ip: str = ""
+def hostport(protocol: str, container_port: int, host_port: int, host_ip: str = "") -> PortMapping:
+    """A port mapping as the kubelet makes it from a container port."""
+    return PortMapping(container_port, host_port, protocol, host_ip)
 
 
-@dataclass
-class SandboxConfig:
-    name: str
-    namespace: str = "default"
-    uid: str = "uid"
-    port_mappings: list[PortMapping] = field(default_factory=list)
+def pod_config(name: str, port_mappings: list[PortMapping] | None = None) -> SandboxConfig:
+    """The sandbox config of a test pod in the default namespace."""
+    return SandboxConfig(name, "default", f"uid-{name}", port_mappings=port_mappings or [])
 
 
 def _setns(fd: int) -> None:
@@ -220,8 +214,8 @@ def outside(namespaces: Namespaces) -> Iterator[str]:
 
 async def test_two_pods_get_distinct_ips_and_reach_each_other(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    ip_a = await net.setup("sandbox-a", a, SandboxConfig("a"))
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b"))
+    ip_a = await net.setup("sandbox-a", a, pod_config("a"))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b"))
     assert ip_a != ip_b
     assert {IPv4Address(ip_a), IPv4Address(ip_b)} <= set(IPv4Network(POD_CIDR).hosts())
     assert GATEWAY not in (ip_a, ip_b)
@@ -239,8 +233,8 @@ async def test_two_pods_get_distinct_ips_and_reach_each_other(net: BridgeNetwork
 
 async def test_pod_to_pod_keeps_source_ip_and_host_reaches_pod(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    ip_a = await net.setup("sandbox-a", a, SandboxConfig("a"))
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b"))
+    ip_a = await net.setup("sandbox-a", a, pod_config("a"))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b"))
     server = PeerServer(b, 8080)
     try:
         assert await seen(a, ip_b, 8080) == ip_a
@@ -251,7 +245,7 @@ async def test_pod_to_pod_keeps_source_ip_and_host_reaches_pod(net: BridgeNetwor
 
 async def test_outbound_traffic_is_masqueraded(net: BridgeNetwork, namespaces: Namespaces, outside: str) -> None:
     a = namespaces.make("a")
-    await net.setup("sandbox-a", a, SandboxConfig("a"))
+    await net.setup("sandbox-a", a, pod_config("a"))
     assert f"ip saddr {CLUSTER_CIDR} ip daddr != {{ {CLUSTER_CIDR}, 224.0.0.0/4 }} masquerade" in nft_table()
     server = PeerServer(outside, 9000)
     try:
@@ -264,8 +258,8 @@ async def test_host_port_from_loopback_node_address_outside_and_hairpin(
     net: BridgeNetwork, namespaces: Namespaces, outside: str
 ) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    ip_a = await net.setup("sandbox-a", a, SandboxConfig("a", port_mappings=[PortMapping("TCP", 8080, 18080)]))
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b"))
+    ip_a = await net.setup("sandbox-a", a, pod_config("a", port_mappings=[hostport("TCP", 8080, 18080)]))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b"))
     server = PeerServer(a, 8080)
     try:
         assert await seen(None, "127.0.0.1", 18080) == GATEWAY, "localhost hostPort is masqueraded to the bridge"
@@ -283,8 +277,8 @@ async def test_host_port_bound_to_one_host_ip_and_udp(
     net: BridgeNetwork, namespaces: Namespaces, outside: str
 ) -> None:
     a = namespaces.make("a")
-    await net.setup("sandbox-a", a, SandboxConfig("a", port_mappings=[
-        PortMapping("TCP", 8080, 18081, OUTSIDE_HOST_IP), PortMapping("UDP", 5353, 15353), PortMapping("TCP", 53, 0)]))
+    await net.setup("sandbox-a", a, pod_config("a", port_mappings=[
+        hostport("TCP", 8080, 18081, OUTSIDE_HOST_IP), hostport("UDP", 5353, 15353), hostport("TCP", 53, 0)]))
     server = PeerServer(a, 8080)
     try:
         assert await seen(outside, OUTSIDE_HOST_IP, 18081) == OUTSIDE_IP
@@ -298,9 +292,9 @@ async def test_host_port_bound_to_one_host_ip_and_udp(
 
 async def test_conflicting_host_ports_first_pod_wins_until_it_goes(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    config_a = SandboxConfig("a", port_mappings=[PortMapping("TCP", 8080, 18084)])
+    config_a = pod_config("a", port_mappings=[hostport("TCP", 8080, 18084)])
     ip_a = await net.setup("sandbox-a", a, config_a)
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b", port_mappings=[PortMapping("TCP", 8080, 18084)]))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b", port_mappings=[hostport("TCP", 8080, 18084)]))
     servers = [PeerServer(a, 8080), PeerServer(b, 8080)]
     try:
         assert await seen(b, GATEWAY, 18084) == ip_b, "sandbox-a answers (the source is b's, unmasqueraded)"
@@ -314,14 +308,14 @@ async def test_conflicting_host_ports_first_pod_wins_until_it_goes(net: BridgeNe
 
 
 def test_host_port_mappings_and_rendering() -> None:
-    mappings = [PortMapping("TCP", 80, 8080), PortMapping("udp", 53, 5353, "0.0.0.0"), PortMapping("TCP", 1, 0),
-                PortMapping("TCP", 443, 8443, "fd00::1"), PortMapping("SCTP", 9, 9009, "192.0.2.2")]
+    mappings = [hostport("TCP", 80, 8080), hostport("udp", 53, 5353, "0.0.0.0"), hostport("TCP", 1, 0),
+                hostport("TCP", 443, 8443, "fd00::1"), hostport("SCTP", 9, 9009, "192.0.2.2")]
     assert host_ports(mappings) == (HostPort("tcp", 8080, 80), HostPort("udp", 5353, 53),
                                     HostPort("sctp", 9009, 9, "192.0.2.2"))
     with pytest.raises(ValueError):
-        host_ports([PortMapping("ICMP", 1, 1)])
+        host_ports([hostport("ICMP", 1, 1)])
     with pytest.raises(ValueError):
-        host_ports([PortMapping("TCP", 70000, 1)])
+        host_ports([hostport("TCP", 70000, 1)])
     script = render("t", "br0", "10.42.0.0/16", {
         "s1": NatEntry("10.42.0.2", (HostPort("tcp", 8080, 80),)),
         "s2": NatEntry("10.42.0.3", (HostPort("tcp", 8080, 81), HostPort("tcp", 9090, 90, "192.0.2.2"))),
@@ -338,7 +332,7 @@ def test_host_port_mappings_and_rendering() -> None:
 
 async def test_teardown_removes_veth_frees_ip_and_is_idempotent(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a = namespaces.make("a")
-    config = SandboxConfig("a", port_mappings=[PortMapping("TCP", 8080, 18082)])
+    config = pod_config("a", port_mappings=[hostport("TCP", 8080, 18082)])
     ip_a = await net.setup("sandbox-a", a, config)
     veth = host_ifname(BRIDGE, "sandbox-a")
     assert link_exists(veth) and link_exists("eth0", a)
@@ -356,12 +350,12 @@ async def test_teardown_removes_veth_frees_ip_and_is_idempotent(net: BridgeNetwo
 
 async def test_setup_is_idempotent(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    ip_a = await net.setup("sandbox-a", a, SandboxConfig("a"))
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b"))
-    assert await net.setup("sandbox-a", a, SandboxConfig("a")) == ip_a
+    ip_a = await net.setup("sandbox-a", a, pod_config("a"))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b"))
+    assert await net.setup("sandbox-a", a, pod_config("a")) == ip_a
     assert ping(b, ip_a)
     ip_cmd(a, "link", "del", "eth0")
-    assert await net.setup("sandbox-a", a, SandboxConfig("a")) == ip_a, "a half-gone pod is rewired with its IP"
+    assert await net.setup("sandbox-a", a, pod_config("a")) == ip_a, "a half-gone pod is rewired with its IP"
     assert ping(b, ip_a) and ping(a, ip_b)
 
 
@@ -371,12 +365,12 @@ async def test_restart_keeps_allocations_and_host_ports(tmp_path: Path, namespac
     second = first
     server = None
     try:
-        config_a = SandboxConfig("a", port_mappings=[PortMapping("TCP", 8080, 18083)])
+        config_a = pod_config("a", port_mappings=[hostport("TCP", 8080, 18083)])
         ip_a = await first.setup("sandbox-a", a, config_a)
-        ip_b = await first.setup("sandbox-b", b, SandboxConfig("b"))
+        ip_b = await first.setup("sandbox-b", b, pod_config("b"))
         second = BridgeNetwork(tmp_path / "net", POD_CIDR, CLUSTER_CIDR, bridge=BRIDGE, table=TABLE)
         assert second.pod_ip("sandbox-a") == ip_a and second.pod_ip("sandbox-b") == ip_b
-        ip_c = await second.setup("sandbox-c", c, SandboxConfig("c"))
+        ip_c = await second.setup("sandbox-c", c, pod_config("c"))
         assert ip_c not in (ip_a, ip_b)
         assert await second.setup("sandbox-a", a, config_a) == ip_a
         server = PeerServer(a, 8080)
@@ -396,7 +390,7 @@ async def test_restart_keeps_allocations_and_host_ports(tmp_path: Path, namespac
 
 async def test_sync_removes_unknown_veths_on_the_bridge(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a = namespaces.make("a")
-    await net.setup("sandbox-a", a, SandboxConfig("a"))
+    await net.setup("sandbox-a", a, pod_config("a"))
     stray = "veth0123abcd"
     ip_cmd(None, "link", "add", stray, "type", "veth", "peer", "name", f"klstray{SUFFIX}")
     ip_cmd(None, "link", "set", stray, "master", BRIDGE)
@@ -409,16 +403,16 @@ async def test_sync_removes_unknown_veths_on_the_bridge(net: BridgeNetwork, name
 
 async def test_pod_cidr_change_keeps_old_pods_routable(net: BridgeNetwork, namespaces: Namespaces) -> None:
     a, b = namespaces.make("a"), namespaces.make("b")
-    ip_a = await net.setup("sandbox-a", a, SandboxConfig("a"))
+    ip_a = await net.setup("sandbox-a", a, pod_config("a"))
     net.set_pod_cidr("10.99.1.0/24")
-    ip_b = await net.setup("sandbox-b", b, SandboxConfig("b"))
+    ip_b = await net.setup("sandbox-b", b, pod_config("b"))
     assert IPv4Address(ip_b) in IPv4Network("10.99.1.0/24")
     server = PeerServer(b, 8080)
     try:
         assert await seen(a, ip_b, 8080) == ip_a
     finally:
         server.close()
-    await net.teardown("sandbox-a", a, SandboxConfig("a"))
+    await net.teardown("sandbox-a", a, pod_config("a"))
     await net.sync(["sandbox-b"])
     addresses = ip_cmd(None, "-4", "-o", "addr", "show", BRIDGE).stdout
     assert "10.99.1.1/24" in addresses and "10.99.0.1/24" not in addresses
@@ -433,7 +427,7 @@ def test_works_when_uvloop_is_the_event_loop_policy(tmp_path: Path, namespaces: 
     async def scenario() -> tuple[str, str]:
         network = BridgeNetwork(tmp_path / "net", POD_CIDR, CLUSTER_CIDR, bridge=BRIDGE, mtu=1300, table=TABLE)
         try:
-            ip = await network.setup("sandbox-a", a, SandboxConfig("a"))
+            ip = await network.setup("sandbox-a", a, pod_config("a"))
             return ip, ip_cmd(a, "link", "show", "eth0").stdout
         finally:
             await network.destroy()

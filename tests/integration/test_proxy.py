@@ -28,7 +28,7 @@ from kubelite.controllers.servicelb import ServiceLBController
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.proxy.proxier import Proxier, cleanup
 from kubelite.storage.memory import MemoryBackend
-from tests.integration.test_network import Namespaces, SandboxConfig, ip_cmd, link_outside, ns_socket
+from tests.integration.test_network import Namespaces, ip_cmd, link_outside, ns_socket, pod_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
 
@@ -202,7 +202,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         pods = {}
         for name in ("a", "b", "c"):
             path = namespaces.make(f"proxy-{name}")
-            pods[name] = Pod(name, path, await network.setup(f"proxy-{name}", path, SandboxConfig(name)))
+            pods[name] = Pod(name, path, await network.setup(f"proxy-{name}", path, pod_config(name)))
             stack.callback(Backend(pods[name]).close)
         outside = namespaces.make("proxy-outside")
         stack.callback(ip_cmd, None, "link", "del", OUTSIDE_VETH, check=False)

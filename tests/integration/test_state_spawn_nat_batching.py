@@ -17,6 +17,7 @@ from kubelite.kubelet.runtime import spawn
 from kubelite.kubelet.runtime.base import ContainerState
 from kubelite.kubelet.runtime.state import COMPACT_AFTER, ContainerRecord, StateStore
 from tests import netns
+from tests.integration.test_network import hostport, pod_config
 
 
 def record(exit_code: int) -> ContainerRecord:
@@ -95,11 +96,16 @@ async def test_concurrent_setups_share_nft_runs(tmp_path: Path, monkeypatch: pyt
         netns.create(path)
     network = BridgeNetwork(tmp_path / "net", "10.90.0.0/24", "10.90.0.0/16", bridge="klprop0", table="klprop-net")
     try:
-        await network.setup("first", paths[0], None)
-        ips = await asyncio.gather(*(network.setup(f"s{i}", paths[i], None) for i in range(1, 10)))
-        assert len(runs) < 1 + 9, "concurrent pods' hairpin elements go in together"
+        plain = await network.setup("first", paths[0], None)
+        assert len(runs) == 1, "the first pod puts the table in place"
+        await network.setup("second", paths[1], None)
+        assert len(runs) == 1, "a pod without hostPorts costs no nft run"
+        ips = await asyncio.gather(*(network.setup(f"s{i}", paths[i], pod_config(
+            f"s{i}", port_mappings=[hostport("TCP", 8080, 28080 + i)])) for i in range(2, 10)))
+        assert 1 < len(runs) < 1 + 8, "concurrent pods' hostPort rules go in together"
         listing = hairpin_set("klprop-net")
-        assert all(f"{ip} . {ip}" in listing for ip in ips)
+        assert all(f"{ip} . {ip}" in listing for ip in ips), "pods with hostPorts reach themselves through them"
+        assert plain not in listing
     finally:
         await network.destroy()
         for path in paths:

@@ -1,9 +1,9 @@
 """The pod network's nftables table: outbound and hairpin masquerade, forward accept and hostPort DNAT.
 
 The whole table is replaced atomically (`nft -f -`) whenever the hostPort mappings change or state must be
-re-asserted; a pod without hostPorts only adds its element to the hairpin set, which is much cheaper than a rule
-change in the kernel. Pods added while nft runs for another wait for the next run, which takes all of them: a burst
-of pods costs a few nft runs, not one each.
+re-asserted. A pod without hostPorts needs nothing here (as with the portmap CNI plugin: the proxy masquerades
+Service hairpin traffic itself), so it costs no nft run. Pods with hostPorts added while nft runs for another wait
+for the next run, which takes all of them: a burst of such pods costs a few nft runs, not one each.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def host_ports(port_mappings: Iterable[Any] | None) -> tuple[HostPort, ...]:
 
 def render(table: str, bridge: str, cluster_cidr: str, entries: Mapping[str, NatEntry]) -> str:
     """The nft script that replaces the table with rules for these pods (first pod to claim a hostPort wins)."""
-    hairpin = ", ".join(f"{ip} . {ip}" for ip in dict.fromkeys(e.ip for e in entries.values()))
+    hairpin = ", ".join(f"{ip} . {ip}" for ip in dict.fromkeys(e.ip for e in entries.values() if e.hostports))
     claimed: dict[tuple[str, str, int], str] = {}
     dnat = []
     for sandbox_id, entry in entries.items():
@@ -166,8 +166,8 @@ class NatTable:
         self._applied = True
 
     async def add(self, sandbox_id: str, entry: NatEntry) -> None:
-        """Add or update one pod: a set element if it has no hostPorts and the table is in place, else a replace.
-        The first caller to get the lock applies every pod waiting by then."""
+        """Add or update one pod: a replace if its hostPorts change or the table is not in place yet, else
+        nothing. The first caller to get the lock applies every pod waiting by then."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((sandbox_id, entry, done))
         async with self._lock:
@@ -188,41 +188,23 @@ class NatTable:
         await done
 
     async def _add(self, batch: list[tuple[str, NatEntry, asyncio.Future[None]]]) -> None:
-        """One nft run for a batch: the new pods' set elements, or a replace if any pod needs a rule change."""
+        """At most one nft run for a batch: a replace if any pod's hostPorts changed or the table is missing."""
         replace = not self._applied
-        elements = []
         for sandbox_id, entry, _ in batch:
             old = self.entries.get(sandbox_id)
             self.entries[sandbox_id] = entry
-            if old == entry:
-                continue
-            if old is None and not entry.hostports:
-                elements.append(f"{entry.ip} . {entry.ip}")
-            else:
+            if old != entry and (entry.hostports or (old is not None and old.hostports)):
                 replace = True
         if replace:
             await self._replace()
-        elif elements:
-            script = f"add element ip {self.table} hairpin {{ {', '.join(dict.fromkeys(elements))} }}\n"
-            if not await self._try(script):
-                await self._replace()
 
     async def remove(self, sandbox_id: str) -> None:
-        """Forget one pod; the table is replaced only if it had hostPorts. Its hairpin element stays until the next
-        replace: deleting a set element costs the kernel a grace period, and the element of a free IP is inert."""
+        """Forget one pod; the table is replaced only if it had hostPorts (or is not in place)."""
         async with self._lock:
             old = self.entries.pop(sandbox_id, None)
             if self._applied and (old is None or not old.hostports):
                 return
             await self._replace()
-
-    async def _try(self, script: str) -> bool:
-        try:
-            await run_nft(script)
-        except NftError as exc:
-            log.info("incremental nft update failed, replacing table %s: %s", self.table, exc)
-            return False
-        return True
 
     async def delete(self) -> None:
         """Remove the table from the kernel (node reset, tests)."""
