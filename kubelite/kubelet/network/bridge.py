@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kubelite.kubelet.network import rtnl
 from kubelite.kubelet.network.netlink import NetlinkError
-from kubelite.kubelet.network.rtnl import Link, Route, Rtnl
+from kubelite.kubelet.network.rtnl import Route, Rtnl
 from kubelite.kubelet.runtime import syscalls
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,6 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def iproute() -> Iterator[Rtnl]:
-    """An rtnetlink socket in this thread's network namespace, closed on exit."""
-    with Rtnl() as ipr:
-        yield ipr
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +248,7 @@ def _add_veth(ipr: Rtnl, bridge_ifindex: int, veth: str, netns_path: str, addres
 
 def _wired(ipr: Rtnl, pod: PodNetns, bridge_ifindex: int, veth: str, address: IPv4Interface) -> bool:
     """Whether the pod is wired already; if not, remove what is in the way of wiring it again."""
-    host: Link | None = ipr.link(veth)
+    host = ipr.link(veth)
     pod_index = pod.ifindex(POD_IFNAME)
     if host is not None and pod_index is not None:
         if host.master == bridge_ifindex and _has_address(pod.ipr, pod_index, address):

@@ -70,12 +70,13 @@ def string(kind: int, value: str) -> bytes:
 
 
 def parse_attrs(data: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
-    """The attributes from offset on, by type (flags masked off); for a repeated type the last one wins."""
+    """The attributes from offset on, by type (flags masked off); for a repeated type the last one wins. A malformed
+    or truncated attribute ends the parse."""
     found: dict[int, bytes] = {}
     view = memoryview(data)
     while offset + _ATTR.size <= len(view):
         size, kind = _ATTR.unpack_from(view, offset)
-        if size < _ATTR.size:
+        if size < _ATTR.size or offset + size > len(view):
             break
         found[kind & NLA_TYPE_MASK] = bytes(view[offset + _ATTR.size:offset + size])
         offset += _align(size)

@@ -186,7 +186,7 @@ class BridgeNetwork:
         gateway = address.network.network_address + 1
         veth = links.host_ifname(self.bridge, sandbox_id)
         try:
-            with links.iproute() as ipr:
+            with Rtnl() as ipr:
                 bridge_index, mtu = self._ensure_host(ipr, IPv4Interface(f"{gateway}/{address.network.prefixlen}"))
                 links.attach_pod(ipr, bridge_index, veth, netns_path, address, gateway, mtu)
         except BaseException:
@@ -218,7 +218,7 @@ class BridgeNetwork:
             return index, mtu
 
     def _teardown_links(self, sandbox_id: str) -> None:
-        with links.iproute() as ipr:
+        with Rtnl() as ipr:
             links.detach_pod(ipr, links.host_ifname(self.bridge, sandbox_id))
         (self._records / f"{sandbox_id}.json").unlink(missing_ok=True)
         self.ipam.release(sandbox_id)
@@ -229,7 +229,7 @@ class BridgeNetwork:
             self._teardown_links(sandbox_id)
         keep = {links.host_ifname(self.bridge, sid) for sid in live}
         used = list(self.ipam.reservations().values())
-        with links.iproute() as ipr:
+        with Rtnl() as ipr:
             for port in links.bridge_ports(ipr, self.bridge):
                 if _OUR_VETH.match(port) and port not in keep:
                     links.detach_pod(ipr, port)
@@ -244,7 +244,7 @@ class BridgeNetwork:
         return stale
 
     def _destroy_links(self, veths: list[str]) -> None:
-        with links.iproute() as ipr:
+        with Rtnl() as ipr:
             for port in links.bridge_ports(ipr, self.bridge):
                 if _OUR_VETH.match(port):
                     links.detach_pod(ipr, port)

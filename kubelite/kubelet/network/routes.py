@@ -157,7 +157,7 @@ def uplink(ipr: Rtnl, node_ip: str) -> tuple[int | None, int]:
 
 
 def _pod_mtu(backend: str, node_ip: str) -> int:
-    with links.iproute() as ipr:
+    with Rtnl() as ipr:
         mtu = uplink(ipr, node_ip)[1]
     return vxlan_mtu(mtu) if backend == VXLAN else mtu
 
@@ -256,7 +256,7 @@ def sync_vxlan_peers(ipr: Rtnl, index: int, peers: Iterable[Peer]) -> None:
 def program(backend: str, node_ip: str, own_cidr: IPv4Network | None, peers: list[Peer]) -> tuple[str, list[str]]:
     """Bring this network namespace's routes (and, for vxlan, its VTEP) in line with the peers; returns (our VTEP
     MAC or "", problems)."""
-    with links.iproute() as ipr:
+    with Rtnl() as ipr:
         if backend != VXLAN:
             remove_vtep(ipr)
             return "", sync_routes(ipr, routes_for(peers, backend), None)
