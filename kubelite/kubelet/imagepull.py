@@ -91,9 +91,11 @@ class ImagePuller:
             if image is not None:
                 used_ids.add(image.id)
         before = await self.store.usage()
+        freed = 0
         for image in sorted(await self.store.list(), key=lambda i: -i.size):
-            if before - await self.store.usage() >= target:
+            if freed >= target:
                 break
             if image.id not in used_ids:
                 await self.store.remove(image.id)
-        return before - await self.store.usage()
+                freed = before - await self.store.usage()
+        return freed

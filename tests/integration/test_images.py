@@ -18,6 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from kubelite.cli.image import image as image_cli
+from kubelite.client import ApiClient, ClientConfig, EventRecorder
+from kubelite.kubelet.imagepull import ImagePuller
 from kubelite.kubelet.images import (
     AuthConfig,
     DigestMismatch,
@@ -310,6 +312,27 @@ async def test_mirrors_are_tried_in_order(registry: Registry, tmp_path: Path) ->
 
     assert from_hub.names == ["docker.io/library/busybox:mirrored"] and from_hub.id == image.config_digest
     assert from_private.names == ["registry.invalid/team/app:v1"] and from_private.id == app.config_digest
+
+
+async def test_image_gc_frees_the_target_from_unused_images_largest_first(registry: Registry,
+                                                                          store: ImageStore) -> None:
+    refs = {}
+    for name, size in (("small", 300_000), ("large", 3_000_000), ("used", 4_000_000)):
+        image = built.busybox_image([built.file("data/blob", os.urandom(size))])
+        built.push(registry.url, f"test/gc-{name}", "v1", image)
+        refs[name] = f"{registry.host}/test/gc-{name}:v1"
+        await store.pull(refs[name])
+    puller = ImagePuller(store, EventRecorder(ApiClient(ClientConfig(server="https://unused.invalid")), "kubelet"))
+    before = await store.usage()
+
+    freed = await puller.collect({refs["used"]}, 1_000_000)
+    assert 3_000_000 <= freed == before - await store.usage()
+    assert await store.get(refs["large"]) is None, "the largest unused image goes first"
+    assert await store.get(refs["small"]) is not None, "and is enough"
+
+    await puller.collect({refs["used"]}, 10**12)
+    assert await store.get(refs["small"]) is None
+    assert await store.get(refs["used"]) is not None, "an image a container uses is never collected"
 
 
 async def test_remove_collects_unused_content(registry: Registry, store: ImageStore) -> None:
