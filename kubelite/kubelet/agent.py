@@ -14,7 +14,7 @@ from typing import Any
 from kubelite.client.config import ClientConfig
 from kubelite.client.errors import ApiError
 from kubelite.client.events import EventRecorder
-from kubelite.client.informer import Informer
+from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.join import CLIENT_CA_PATH, node_client_config
 from kubelite.client.resources import PODS, SERVICES
 from kubelite.client.rest import ApiClient
@@ -89,16 +89,17 @@ class Kubelet:
         self.address = config.node_ip or default_address()
         self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
-        self.proxier = Proxier(client, config.node_name, config.cluster_cidr)
+        self.informers = SharedInformerFactory(client)
+        self.proxier = Proxier(client, config.node_name, config.cluster_cidr, informers=self.informers)
         self.routes = RouteManager(client, config.node_name, self.address, config.pod_network_backend,
-                                   on_pod_cidr=self._pod_cidr)
+                                   on_pod_cidr=self._pod_cidr, informers=self.informers)
         self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
                                    cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
         self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
         self.recorder = EventRecorder(client, "kubelet", config.node_name)
         self.queue = WorkQueue()
-        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}")
-        self.services = Informer(client, SERVICES)
+        self.pods = self.informers.informer(PODS, field_selector=f"spec.nodeName={config.node_name}")
+        self.services = self.informers.informer(SERVICES)
         self.machine = Machine(config.agent_dir, config.thresholds)
         self.prober = Prober(self.runtime, self.recorder, self.queue.add)
         host_resolv = config.resolv_conf.read_text() if config.resolv_conf.exists() else None
@@ -140,8 +141,7 @@ class Kubelet:
         await self.network.sync(live)
         self.pods.add_handlers(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new),
                                on_delete=self._enqueue)
-        self.pods.start()
-        self.services.start()
+        self.informers.start()
         events = self.runtime.subscribe_events()
         try:
             await asyncio.gather(self.pods.wait_synced(), self.services.wait_synced())
@@ -162,8 +162,7 @@ class Kubelet:
             self.runtime.unsubscribe_events(events)
             self.queue.shutdown()
             await self.prober.close()
-            await self.pods.stop()
-            await self.services.stop()
+            await self.informers.stop()
             await self.recorder.close()
             if self.server is not None:
                 await self.server.stop()
@@ -196,7 +195,8 @@ class Kubelet:
         try:
             await run_dns(self.client, self.address, DNS_PORT, node_name=self.config.node_name,
                           zone=self.config.cluster_domain, advertise_address=self.address,
-                          service_ip=self.config.cluster_dns, resolv_conf=str(self.config.resolv_conf))
+                          service_ip=self.config.cluster_dns, resolv_conf=str(self.config.resolv_conf),
+                          informers=self.informers)
         except OSError as exc:
             log.error("cluster DNS not served on %s:%d: %s", self.address, DNS_PORT, exc)
 

@@ -21,7 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from kubelite.client.errors import CONNECTION_ERRORS, ApiError
-from kubelite.client.informer import Informer
+from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import NODES
 from kubelite.client.rest import ApiClient
 from kubelite.kubelet.network import bridge as links
@@ -267,10 +267,12 @@ def program(backend: str, node_ip: str, own_cidr: IPv4Network | None, peers: lis
 
 class RouteManager:
     """Keeps this node's routes to the other nodes' pods in line with the Nodes informer, until cancelled; tells
-    on_pod_cidr this node's podCIDR as soon as the informer sees it."""
+    on_pod_cidr this node's podCIDR as soon as the informer sees it. The informer comes from `informers` when
+    given (its owner starts and stops it), else from a factory of its own."""
 
     def __init__(self, client: ApiClient, node_name: str, node_ip: str, backend: str = DEFAULT_BACKEND,
-                 resync: float = RESYNC, on_pod_cidr: Callable[[str], None] | None = None):
+                 resync: float = RESYNC, on_pod_cidr: Callable[[str], None] | None = None, *,
+                 informers: SharedInformerFactory | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown pod network backend {backend!r} (one of {', '.join(BACKENDS)})")
         self.client = client
@@ -280,7 +282,9 @@ class RouteManager:
         self.resync = resync
         self.on_pod_cidr = on_pod_cidr
         self.pod_cidr = ""
-        self.nodes = Informer(client, NODES)
+        self.informers = informers or SharedInformerFactory(client)
+        self._owns_informers = informers is None
+        self.nodes = self.informers.informer(NODES)
         self._wake = asyncio.Event()
         self._problems: list[str] = []
 
@@ -298,7 +302,7 @@ class RouteManager:
         """Watch the Nodes and sync on every relevant change (and every `resync` seconds), retrying failures."""
         self.nodes.add_handlers(on_add=lambda node: self._changed(None, node),
                                 on_update=self._changed, on_delete=lambda node: self._changed(node, None))
-        self.nodes.start()
+        self.informers.start()
         try:
             await self.nodes.wait_synced()
             while True:
@@ -315,7 +319,8 @@ class RouteManager:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
         finally:
-            await self.nodes.stop()
+            if self._owns_informers:
+                await self.informers.stop()
 
     async def sync(self) -> None:
         """One pass: program routes (and VTEP) for the cached Nodes, then publish our VTEP MAC if it changed."""
