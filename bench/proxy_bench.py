@@ -35,7 +35,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kubelite.client import ApiClient, load_kubeconfig  # noqa: E402
+from kubelite.client import ApiClient, SharedInformerFactory, load_kubeconfig  # noqa: E402
 from kubelite.client.resources import ENDPOINTSLICES, SERVICES  # noqa: E402
 from kubelite.kubelet.network.nat import run_nft  # noqa: E402
 from kubelite.kubelet.network.plugin import BridgeNetwork  # noqa: E402
@@ -213,7 +213,8 @@ async def run(args: argparse.Namespace, kubeconfig: Path, tmp: Path) -> dict[str
         results["populate_s"] = round(await populate(client, args.services, args.endpoints), 2)
         print(f"created {args.services} Services x {args.endpoints} endpoints in {results['populate_s']} s")
         await run_nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
-        proxier = Proxier(client, "bench-node", CLUSTER_CIDR, TABLE)
+        informers = SharedInformerFactory(client)
+        proxier = Proxier(informers, "bench-node", CLUSTER_CIDR, TABLE)
         stop = asyncio.Event()
         started = time.perf_counter()
         task = asyncio.create_task(proxier.run(stop))
@@ -254,6 +255,7 @@ async def run(args: argparse.Namespace, kubeconfig: Path, tmp: Path) -> dict[str
         finally:
             stop.set()
             await task
+            await informers.stop()
             await proxier.cleanup()
     return results
 

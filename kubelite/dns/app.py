@@ -77,12 +77,12 @@ def _own_upstreams(address: str, advertise: str, port: int, service_ip: str) -> 
 
 class ClusterDns:
     """The index, its informers, the server and the node's registration; start() then stop(). The informers come
-    from `informers` when given (its owner stops them), else from a factory of its own."""
+    from `informers`, whose owner stops them."""
 
     def __init__(self, client: ApiClient, address: str = "0.0.0.0", port: int = 53, *, node_name: str = "",
                  zone: str = "cluster.local", advertise_address: str = "", service_ip: str = DNS_SERVICE_IP,
                  upstreams: Sequence[Upstream] | None = None, resolv_conf: str = "/etc/resolv.conf",
-                 register: bool = True, informers: SharedInformerFactory | None = None):
+                 register: bool = True, informers: SharedInformerFactory):
         self.client = client
         self.address = address
         self.node_name = node_name or socket.gethostname()
@@ -95,8 +95,7 @@ class ClusterDns:
             upstreams = read_upstreams(resolv_conf, _own_upstreams(address, self.advertise_address, port, service_ip))
         self.server = DnsServer(self.index, upstreams)
         self._port = port
-        self.factory = informers or SharedInformerFactory(client)
-        self._owns_informers = informers is None
+        self.factory = informers
         self.services = self.factory.informer(SERVICES)
         self.slices = self.factory.informer(ENDPOINTSLICES)
         self.namespaces = self.factory.informer(NAMESPACES)
@@ -138,7 +137,7 @@ class ClusterDns:
                 log.warning("cluster DNS listens on %s: give an advertise address to register it", self.address)
 
     async def stop(self) -> None:
-        """Stop serving; remove this node's EndpointSlice (best effort); stop the informers it owns."""
+        """Stop serving; remove this node's EndpointSlice (best effort)."""
         if self._registration is not None:
             self._registration.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,8 +150,6 @@ class ClusterDns:
                 if not is_not_found(exc):
                     log.warning("cluster DNS: could not remove EndpointSlice %s: %s", self._slice_key, exc)
         await self.server.close()
-        if self._owns_informers:
-            await self.factory.stop()
 
     def _service_event(self, obj: Obj, deleted: bool = False) -> None:
         if deleted:
@@ -249,7 +246,7 @@ class ClusterDns:
 async def run_dns(client: ApiClient, address: str = "0.0.0.0", port: int = 53, *, node_name: str = "",
                   zone: str = "cluster.local", advertise_address: str = "", service_ip: str = DNS_SERVICE_IP,
                   upstreams: Sequence[Upstream] | None = None, resolv_conf: str = "/etc/resolv.conf",
-                  register: bool = True, informers: SharedInformerFactory | None = None) -> None:
+                  register: bool = True, informers: SharedInformerFactory) -> None:
     """Serve the cluster DNS on address:port until cancelled; unregister this node's endpoint on the way out."""
     dns = ClusterDns(client, address, port, node_name=node_name, zone=zone, advertise_address=advertise_address,
                      service_ip=service_ip, upstreams=upstreams, resolv_conf=resolv_conf, register=register,

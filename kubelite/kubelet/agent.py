@@ -90,7 +90,7 @@ class Kubelet:
         self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
         self.informers = SharedInformerFactory(client)
-        self.proxier = Proxier(client, config.node_name, config.cluster_cidr, informers=self.informers)
+        self.proxier = Proxier(self.informers, config.node_name, config.cluster_cidr)
         self.routes = RouteManager(client, config.node_name, self.address, config.pod_network_backend,
                                    on_pod_cidr=self._pod_cidr, informers=self.informers)
         self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,

@@ -12,7 +12,6 @@ from typing import Any
 
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import ENDPOINTSLICES, SERVICES
-from kubelite.client.rest import ApiClient
 from kubelite.kubelet.network.nat import NftError, run_nft
 from kubelite.proxy import model
 from kubelite.proxy.conntrack import clear_stale_flows, stale_flows
@@ -38,14 +37,13 @@ class Proxier:
     ClientIP affinity survives. Rules are left in place when run() ends: call cleanup() to remove them.
     """
 
-    def __init__(self, client: ApiClient, node_name: str, cluster_cidr: str, table: str = DEFAULT_TABLE, *,
-                 informers: SharedInformerFactory | None = None):
+    def __init__(self, informers: SharedInformerFactory, node_name: str, cluster_cidr: str,
+                 table: str = DEFAULT_TABLE):
         self.node_name = node_name
         self.cluster_cidr = str(ipaddress.ip_network(cluster_cidr, strict=False))
         self.table = table
         self.renderer = Renderer(self.cluster_cidr)
-        self.informers = informers or SharedInformerFactory(client)
-        self._owns_informers = informers is None
+        self.informers = informers
         self.services = self.informers.informer(SERVICES)
         self.slices = self.informers.informer(ENDPOINTSLICES)
         for informer in (self.services, self.slices):
@@ -96,8 +94,6 @@ class Proxier:
                     self._dirty.set()
         finally:
             stopping.cancel()
-            if self._owns_informers:
-                await self.informers.stop()
 
     async def sync(self) -> None:
         """Render the cached Services and slices and bring the table to match them (one sync at a time)."""

@@ -19,7 +19,7 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, A, DNSError, DNSQuestion, DNS
 
 from kubelite.apiserver.app import ApiServer, ApiServerConfig
 from kubelite.apiserver.authn import UserInfo
-from kubelite.client import ApiClient, ApiError, ClientConfig, is_not_found
+from kubelite.client import ApiClient, ApiError, ClientConfig, SharedInformerFactory, is_not_found
 from kubelite.client.resources import ENDPOINTSLICES, NAMESPACES, SERVICES
 from kubelite.dns.app import ClusterDns
 from kubelite.dns.records import ClusterIndex
@@ -115,7 +115,9 @@ class Dns:
     chosen beforehand could be taken by the time it binds), and how to query it."""
 
     def __init__(self, client: ApiClient, upstream_port: int):
-        self.server = ClusterDns(client, "127.0.0.1", 0, node_name="node-a", upstreams=[("127.0.0.1", upstream_port)])
+        self.informers = SharedInformerFactory(client)
+        self.server = ClusterDns(client, "127.0.0.1", 0, node_name="node-a", upstreams=[("127.0.0.1", upstream_port)],
+                                 informers=self.informers)
         self.task = asyncio.create_task(self._serve())
 
     async def _serve(self) -> None:
@@ -124,6 +126,7 @@ class Dns:
             await asyncio.Event().wait()
         finally:
             await self.server.stop()
+            await self.informers.stop()
 
     @property
     def port(self) -> int:

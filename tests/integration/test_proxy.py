@@ -208,7 +208,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         stack.callback(ip_cmd, None, "link", "del", OUTSIDE_VETH, check=False)
         await asyncio.to_thread(link_outside, outside, NODE_IP, OUTSIDE_IP, OUTSIDE_VETH)
 
-        proxier = Proxier(client, NODE, CLUSTER_CIDR, TABLE)
+        informers = SharedInformerFactory(client)
+        stack.push_async_callback(informers.stop)
+        proxier = Proxier(informers, NODE, CLUSTER_CIDR, TABLE)
         stack.push_async_callback(proxier.cleanup)
         stop = asyncio.Event()
         task = asyncio.create_task(proxier.run(stop))

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kubelite.client.informer import SharedInformerFactory
 from kubelite.kubelet.network.routes import (
     VTEP_MAC_ANNOTATION,
     Peer,
@@ -85,12 +86,14 @@ def test_routes_for_host_gw_go_via_node_ips_and_for_vxlan_onlink_via_the_remote_
 
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown pod network backend"):
-        RouteManager(object(), "me", "172.31.0.1", "flannel")  # type: ignore[arg-type]
+        RouteManager(object(), "me", "172.31.0.1", "flannel",  # type: ignore[arg-type]
+                     informers=SharedInformerFactory(object()))  # type: ignore[arg-type]
 
 
 def test_own_pod_cidr_is_reported_once_and_only_relevant_changes_wake_the_sync() -> None:
     seen: list[str] = []
-    manager = RouteManager(object(), "me", "172.31.0.1", on_pod_cidr=seen.append)  # type: ignore[arg-type]
+    manager = RouteManager(object(), "me", "172.31.0.1", on_pod_cidr=seen.append,  # type: ignore[arg-type]
+                           informers=SharedInformerFactory(object()))  # type: ignore[arg-type]
     manager._changed(None, node("me", ip="172.31.0.1"))
     assert seen == []
     manager._changed(node("me", ip="172.31.0.1"), node("me", "10.42.3.0/24", "172.31.0.1"))

@@ -267,12 +267,12 @@ def program(backend: str, node_ip: str, own_cidr: IPv4Network | None, peers: lis
 
 class RouteManager:
     """Keeps this node's routes to the other nodes' pods in line with the Nodes informer, until cancelled; tells
-    on_pod_cidr this node's podCIDR as soon as the informer sees it. The informer comes from `informers` when
-    given (its owner starts and stops it), else from a factory of its own."""
+    on_pod_cidr this node's podCIDR as soon as the informer sees it. Its Nodes informer comes from `informers`,
+    whose owner stops it."""
 
     def __init__(self, client: ApiClient, node_name: str, node_ip: str, backend: str = DEFAULT_BACKEND,
                  resync: float = RESYNC, on_pod_cidr: Callable[[str], None] | None = None, *,
-                 informers: SharedInformerFactory | None = None):
+                 informers: SharedInformerFactory):
         if backend not in BACKENDS:
             raise ValueError(f"unknown pod network backend {backend!r} (one of {', '.join(BACKENDS)})")
         self.client = client
@@ -282,9 +282,8 @@ class RouteManager:
         self.resync = resync
         self.on_pod_cidr = on_pod_cidr
         self.pod_cidr = ""
-        self.informers = informers or SharedInformerFactory(client)
-        self._owns_informers = informers is None
-        self.nodes = self.informers.informer(NODES)
+        self.informers = informers
+        self.nodes = informers.informer(NODES)
         self._wake = asyncio.Event()
         self._problems: list[str] = []
 
@@ -303,24 +302,20 @@ class RouteManager:
         self.nodes.add_handlers(on_add=lambda node: self._changed(None, node),
                                 on_update=self._changed, on_delete=lambda node: self._changed(node, None))
         self.informers.start()
-        try:
-            await self.nodes.wait_synced()
-            while True:
-                self._wake.clear()
-                wait = self.resync
-                try:
-                    await self.sync()
-                except Exception as exc:
-                    expected = isinstance(exc, (ApiError, NetlinkError, *CONNECTION_ERRORS))
-                    log.warning("syncing the %s routes of node %s failed: %s", self.backend, self.node_name, exc,
-                                exc_info=not expected)
-                    wait = RETRY
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
-        finally:
-            if self._owns_informers:
-                await self.informers.stop()
+        await self.nodes.wait_synced()
+        while True:
+            self._wake.clear()
+            wait = self.resync
+            try:
+                await self.sync()
+            except Exception as exc:
+                expected = isinstance(exc, (ApiError, NetlinkError, *CONNECTION_ERRORS))
+                log.warning("syncing the %s routes of node %s failed: %s", self.backend, self.node_name, exc,
+                            exc_info=not expected)
+                wait = RETRY
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def sync(self) -> None:
         """One pass: program routes (and VTEP) for the cached Nodes, then publish our VTEP MAC if it changed."""
