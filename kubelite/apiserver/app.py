@@ -21,6 +21,7 @@ from kubelite.apiserver.authn import ANONYMOUS, USER_KEY, Authenticator, UserInf
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.crds import CrdServer
 from kubelite.apiserver.discovery import Discovery, version_info
+from kubelite.apiserver.flowcontrol import WritePriority
 from kubelite.apiserver.metered import MeteredBackend
 from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
@@ -72,6 +73,7 @@ class ApiServer:
                                  PriorityAdmission(self.store, self.registry).admit]
         self.store.on_deleted.append(self.allocator.release)
         self.authenticator = Authenticator()
+        self.writes = WritePriority()
         self.runner: web.AppRunner | None = None
         self.pki: pki.Pki | None = None
 
@@ -129,7 +131,8 @@ class ApiServer:
             request[USER_KEY] = user or ANONYMOUS
             info = requestinfo.parse(request.method, request.path, request.query)
             request[INFO_KEY] = info
-            response = await handler(request)
+            async with self.writes.turn(info):
+                response = await handler(request)
             code = response.status
             return response
         except errors.StatusError as exc:

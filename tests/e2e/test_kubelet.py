@@ -145,15 +145,16 @@ def test_oom_kill_crash_loop_and_bad_image(node: tuple[Cluster, str]) -> None:
     eventually(lambda: _status(c, "crasher")["restartCount"] >= 2, 60, "restarts after the first back-off")
     terminated = _status(c, "crasher")["lastState"]["terminated"]
     assert terminated["exitCode"] == 3 and terminated["reason"] == "Error"
-    events = c.kubectl("get", "events", "--field-selector", "involvedObject.name=crasher,reason=BackOff").stdout
-    assert "Back-off restarting failed container" in events
+    eventually(lambda: "Back-off restarting failed container" in c.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=crasher,reason=BackOff").stdout, 30,
+               "a BackOff event")
 
     eventually(lambda: _status(c, "missing").get("state", {}).get("waiting", {}).get("reason")
                in ("ErrImagePull", "ImagePullBackOff"), 60, "a pull error")
     eventually(lambda: _status(c, "missing")["state"]["waiting"]["reason"] == "ImagePullBackOff", 60,
                "ImagePullBackOff")
-    described = c.kubectl("describe", "pod", "missing").stdout
-    assert "Failed to pull image" in described and "not found" in described
+    eventually(lambda: (lambda d: "Failed to pull image" in d and "not found" in d)(
+        c.kubectl("describe", "pod", "missing").stdout), 30, "a Failed event naming the registry's error")
     c.kubectl("delete", "pod", "hog", "crasher", "missing", "--grace-period=1")
 
 
@@ -171,7 +172,8 @@ def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
     ready = next(x for x in _pod(c, "slow")["status"]["conditions"] if x["type"] == "Ready")
     assert ready["status"] == "True"
     eventually(lambda: _status(c, "sick")["restartCount"] >= 1, 60, "a liveness restart")
-    assert "Liveness probe failed" in c.kubectl("describe", "pod", "sick").stdout
+    eventually(lambda: "Liveness probe failed" in c.kubectl("describe", "pod", "sick").stdout, 30,
+               "an Unhealthy event")
     c.kubectl("delete", "pod", "sick", "slow", "--grace-period=1")
 
 

@@ -235,7 +235,8 @@ def test_jobs_complete_and_fail_after_backoff_limit(nodes_cluster: Cluster) -> N
                    {"name": "c", "image": "busybox:1.36", "command": ["sh", "-c", "exit 3"]}]}}}}
     c.kubectl("create", "-f", "-", input=json.dumps(failing))
     c.kubectl("wait", "--for=condition=Failed", "job/bad", "--timeout=90s")
-    assert "BackoffLimitExceeded" in c.kubectl("describe", "job", "bad").stdout
+    eventually(lambda: "BackoffLimitExceeded" in c.kubectl("describe", "job", "bad").stdout, 30,
+               "a BackoffLimitExceeded event")
 
 
 def test_cordon_drain_uncordon(nodes_cluster: Cluster) -> None:
@@ -344,7 +345,8 @@ def test_higher_priority_pod_preempts(nodes_cluster: Cluster) -> None:
                "the urgent pod runs after preempting a filler")
     survivors = {p["metadata"]["name"] for p in _running(_pods(c, "app=filler"))}
     assert len(survivors & before) == 1, (before, survivors)
-    assert "Preempted" in c.kubectl("get", "events", "--field-selector", "reason=Preempted").stdout
+    eventually(lambda: "Preempted" in c.kubectl("get", "events", "--field-selector", "reason=Preempted").stdout, 30,
+               "a Preempted event")
     c.kubectl("delete", "deployment", "filler")
     c.kubectl("delete", "pod", "urgent")
     c.kubectl("delete", "priorityclass", "urgent")

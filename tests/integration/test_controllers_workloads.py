@@ -161,6 +161,15 @@ async def events_of(api: ApiClient, ns: str, name: str) -> list[tuple[str, str]]
     return [(e["reason"], e["message"]) for e in items if e["involvedObject"]["name"] == name]
 
 
+async def has_events(api: ApiClient, ns: str, name: str, *wanted: tuple[str, str | None]) -> None:
+    """Wait until the object's Events include each (reason, message) wanted (message None: any); Events are
+    written asynchronously, after the change they tell of."""
+    async def found() -> bool:
+        events = await events_of(api, ns, name)
+        return all(any(r == reason and message in (None, m) for r, m in events) for reason, message in wanted)
+    await eventually(found)
+
+
 async def kubectl(server: Cluster, *args: str) -> tuple[int, str]:
     """Run the real kubectl against the server: (exit code, output)."""
     proc = await asyncio.create_subprocess_exec(KUBECTL, "--kubeconfig", str(server.kubeconfig), *args,
@@ -230,8 +239,7 @@ async def test_replicaset_creates_deletes_adopts_and_releases(api: ApiClient, ns
                     and all(controlled_by(p, rs) for n, p in pods.items() if n != left["metadata"]["name"]))
 
         await eventually(released_and_replaced)
-        reasons = {reason for reason, _ in await events_of(api, ns, "web")}
-        assert {"SuccessfulCreate", "SuccessfulDelete"} <= reasons
+        await has_events(api, ns, "web", ("SuccessfulCreate", None), ("SuccessfulDelete", None))
     assert orphan["metadata"]["uid"]
 
 
@@ -369,8 +377,8 @@ async def test_deployment_rolls_out_within_surge_and_unavailability(api: ApiClie
         assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
         assert d["status"]["unavailableReplicas"] == 0 and d["status"]["readyReplicas"] == 4
         assert all(image_of(p) == "busybox:2" for p in await pods_of(api, ns))
-        messages = [m for r, m in await events_of(api, ns, "roll") if r == "ScalingReplicaSet"]
-        assert f"Scaled down replica set {old['metadata']['name']} from 4 to 3" in messages
+        await has_events(api, ns, "roll",
+                         ("ScalingReplicaSet", f"Scaled down replica set {old['metadata']['name']} from 4 to 3"))
 
 
 async def test_rollout_undo_status_and_history_limit(server: Cluster, api: ApiClient, ns: str) -> None:
@@ -576,9 +584,8 @@ async def test_statefulset_ordered_pods_claims_scale_down_and_partitioned_update
             await api.patch(STATEFULSETS, "db", {"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}}, ns)
             await eventually(lambda: _status_is(api, STATEFULSETS, ns, "db", updatedReplicas=3, currentReplicas=3,
                                                 readyReplicas=3, currentRevision=status["updateRevision"]))
-        messages = [m for r, m in await events_of(api, ns, "db") if r == "SuccessfulCreate"]
-        assert "create Pod db-0 in StatefulSet db successful" in messages
-        assert "create Claim data-db-0 Pod db-0 in StatefulSet db success" in messages
+        await has_events(api, ns, "db", ("SuccessfulCreate", "create Pod db-0 in StatefulSet db successful"),
+                         ("SuccessfulCreate", "create Claim data-db-0 Pod db-0 in StatefulSet db success"))
 
 
 async def _names_are(api: ApiClient, ns: str, names: set[str]) -> bool:
@@ -799,7 +806,7 @@ async def test_job_completions_parallelism_and_finalizers(api: ApiClient, ns: st
         met = job_condition(job, "SuccessCriteriaMet")
         assert met and met["reason"] == "CompletionsReached"
         assert not any(p["metadata"].get("finalizers") for p in await pods_of(api, ns))
-        assert ("Completed", "Job completed") in await events_of(api, ns, "work")
+        await has_events(api, ns, "work", ("Completed", "Job completed"))
 
 
 async def _new_running(api: ApiClient, ns: str, known: set[str]) -> Obj | None:
@@ -948,7 +955,7 @@ async def test_cronjob_schedules_forbids_replaces_and_keeps_history(api: ApiClie
 
         second_time = clock.next_minute(first_time)
         await poke(api, ns, "tick")
-        await eventually(lambda: _has_event(api, ns, "tick", "JobAlreadyActive"))
+        await has_events(api, ns, "tick", ("JobAlreadyActive", None))
         assert len(await jobs_of(api, ns)) == 1, "Forbid: no second job while the first runs"
 
         await complete_job(api, job)
@@ -969,8 +976,8 @@ async def test_cronjob_schedules_forbids_replaces_and_keeps_history(api: ApiClie
         await poke(api, ns, "tick")
         await eventually(lambda: _job_names(api, ns, {second["metadata"]["name"],
                                                       f"tick-{int(fourth_time.timestamp()) // 60}"}))
-        reasons = {reason for reason, _ in await events_of(api, ns, "tick")}
-        assert {"SuccessfulCreate", "SawCompletedJob", "SuccessfulDelete"} <= reasons
+        await has_events(api, ns, "tick", ("SuccessfulCreate", None), ("SawCompletedJob", None),
+                         ("SuccessfulDelete", None))
 
         await api.patch(CRONJOBS, "tick", {"spec": {"suspend": True}}, ns)
         fifth_time = clock.next_minute(fourth_time)
@@ -990,10 +997,6 @@ async def test_cronjob_schedules_forbids_replaces_and_keeps_history(api: ApiClie
 async def _cronjob_active(api: ApiClient, ns: str, count: int) -> Obj | None:
     cronjob = await api.get(CRONJOBS, "tick", ns)
     return cronjob if len(cronjob.get("status", {}).get("active") or []) == count else None
-
-
-async def _has_event(api: ApiClient, ns: str, name: str, reason: str) -> bool:
-    return any(r == reason for r, _ in await events_of(api, ns, name))
 
 
 async def _job_count(api: ApiClient, ns: str, count: int) -> bool:
