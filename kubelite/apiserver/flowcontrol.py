@@ -20,11 +20,13 @@ QUIET = 0.2
 MAX_WAIT = 2.0
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 LOW_PRIORITY_VERBS = frozenset({"create", "update", "patch"})
+STREAMS = frozenset({"exec", "attach", "portforward", "proxy"})
+"""Subresources that connect to a pod or node rather than write: a POST may stay open for a whole session."""
 
 
 def is_write(info: RequestInfo | None) -> bool:
-    """A request that changes stored objects (subresources too)."""
-    return info is not None and info.verb in WRITE_VERBS
+    """A request that changes stored objects (subresources too, but not the streams to pods and nodes)."""
+    return info is not None and info.verb in WRITE_VERBS and info.subresource not in STREAMS
 
 
 def is_low_priority(info: RequestInfo | None) -> bool:

@@ -24,6 +24,8 @@ def test_only_event_writes_are_low_priority() -> None:
     assert is_write(info("PATCH", "/api/v1/namespaces/ns/pods/p/status"))
     assert is_write(info("POST", "/api/v1/namespaces/ns/pods/p/binding"))
     assert not is_write(info("GET", "/api/v1/pods"))
+    assert not is_write(info("POST", "/api/v1/namespaces/ns/pods/p/exec")), "an exec session is no write"
+    assert not is_write(info("POST", "/api/v1/namespaces/ns/pods/p/portforward"))
     assert not is_write(None)
 
 
