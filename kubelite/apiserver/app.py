@@ -27,6 +27,7 @@ from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
+from kubelite.apiserver.satokens import TokenSigner
 from kubelite.client.join import CLIENT_CA_PATH, NODE_CREDENTIALS_PATH
 from kubelite.storage import Backend, open_backend
 
@@ -100,6 +101,8 @@ class ApiServer:
         await self.open()
         hosts = [h for h in {cfg.bind_address, cfg.advertise_address, *cfg.tls_san} if h and h != "0.0.0.0"]
         self.pki = pki.ensure_pki(cfg.server_dir / "tls", hosts)
+        self.ctx.tokens = self.authenticator.signer = TokenSigner(
+            pki.ensure_signing_key(cfg.server_dir / "tls" / "service-account.key"))
         token = pki.ensure_token(cfg.server_dir / "token")
         self.authenticator.add_token(token, UserInfo("system:admin", groups=("system:masters",)))
         node_token = pki.node_token(self.pki.server_ca.cert_pem, token)

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from kubelite.apiserver.satokens import TokenSigner, subject
+
 AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 
@@ -56,11 +58,13 @@ class Authenticator:
     def __init__(self, tokens: dict[str, UserInfo] | None = None) -> None:
         self._tokens: dict[bytes, UserInfo] = {}
         self._cert_users: dict[Any, UserInfo | None] = {}
+        self.signer: TokenSigner | None = None
+        """Verifies service account tokens, once the server has its signing key."""
         for token, user in (tokens or {}).items():
             self.add_token(token, user)
 
     def add_token(self, token: str, user: UserInfo) -> None:
-        """Accept a bearer token as the given user (the server token, service account tokens)."""
+        """Accept a static bearer token as the given user (the server token)."""
         self._tokens[_digest(token)] = _with_authenticated(user)
 
     def remove_token(self, token: str) -> None:
@@ -103,8 +107,31 @@ class Authenticator:
         return user
 
     def user_from_authorization(self, header: str) -> UserInfo | None:
-        """The user of an `Authorization: Bearer <token>` header value, parsed as Kubernetes does."""
+        """The user of an `Authorization: Bearer <token>` header value, parsed as Kubernetes does: a static token,
+        else a service account token the signer issued."""
         parts = header.strip().split(" ", 2)
         if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
             return None
-        return self._tokens.get(_digest(parts[1]))
+        user = self._tokens.get(_digest(parts[1]))
+        if user is None and self.signer is not None:
+            user = self._service_account(parts[1], self.signer)
+        return user
+
+    @staticmethod
+    def _service_account(token: str, signer: TokenSigner) -> UserInfo | None:
+        """system:serviceaccount:NS:NAME in groups system:serviceaccounts(:NS); a token bound to a pod also names
+        the pod in extra, as Kubernetes does."""
+        claims = signer.verify(token)
+        scope = (claims or {}).get("kubernetes.io")
+        if not isinstance(scope, dict) or not isinstance(scope.get("serviceaccount"), dict):
+            return None
+        namespace, account = str(scope.get("namespace", "")), scope["serviceaccount"]
+        extra: dict[str, list[str]] = {}
+        pod = scope.get("pod")
+        if isinstance(pod, dict):
+            extra = {"authentication.kubernetes.io/pod-name": [str(pod.get("name", ""))],
+                     "authentication.kubernetes.io/pod-uid": [str(pod.get("uid", ""))]}
+        return _with_authenticated(UserInfo(subject(namespace, str(account.get("name", ""))),
+                                            uid=str(account.get("uid", "")),
+                                            groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}"),
+                                            extra=extra))

@@ -8,6 +8,7 @@ from kubelite.api.registry import Registry
 from kubelite.api.schema import Schemas
 from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ObjectStore
+from kubelite.apiserver.satokens import TokenSigner
 from kubelite.storage import Backend
 
 
@@ -18,3 +19,5 @@ class ApiContext:
     backend: Backend
     store: ObjectStore
     metrics: Metrics
+    tokens: TokenSigner | None = None
+    """Signs service account tokens (TokenRequest); set once the server has its key."""

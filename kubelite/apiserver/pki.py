@@ -281,6 +281,19 @@ def ensure_pki(tls_dir: Path, hosts: list[str]) -> Pki:
     return Pki(tls_dir, server_ca, client_ca, serving, admin)
 
 
+def ensure_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The key that signs service account tokens, created once (mode 0600) and reused after."""
+    with _locked(path.parent):
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"{path} is not an ECDSA key")
+            return key
+        key = _new_key()
+        _write(path, _key_pem(key), 0o600)
+        return key
+
+
 def issue_client_cert(pki: Pki, common_name: str, organizations: list[str]) -> tuple[bytes, bytes]:
     """Issue a client certificate (CN user, O groups) from the client CA; returns (cert PEM, key PEM)."""
     ca_cert = x509.load_pem_x509_certificate(pki.client_ca.cert_pem)

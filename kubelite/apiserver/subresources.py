@@ -1,4 +1,5 @@
-"""Subresources: status, scale, pods/binding, pods/eviction and namespaces/finalize."""
+"""Subresources: status, scale, pods/binding, pods/eviction and namespaces/finalize; serviceaccounts/token and the
+pod streams are handed on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from kubelite.api.kinds.common import format_labels, format_selector
 from kubelite.api.resource import ResourceType
 from kubelite.api.selectors import from_label_selector
 from kubelite.api.strategy import Obj
-from kubelite.apiserver import errors, negotiation, podproxy, resources
+from kubelite.apiserver import errors, negotiation, podproxy, resources, tokenrequest
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.objects import ListOptions, now_rfc3339
 from kubelite.apiserver.requestinfo import RequestInfo
@@ -65,6 +66,8 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
         return await _binding(ctx, request, info, rt)
     if sub == "eviction":
         return await _eviction(ctx, request, info, rt)
+    if sub == "token":
+        return await tokenrequest.handle(ctx, request, info, rt)
     if sub in ("log", "exec", "attach", "portforward"):
         return await podproxy.handle(ctx, request, info, rt)
     subresource = "status" if sub in ("status", "finalize") else sub

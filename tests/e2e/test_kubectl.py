@@ -6,6 +6,7 @@ import json
 import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -227,6 +228,43 @@ def test_auth_whoami_and_can_i(cluster: Cluster) -> None:
     out = cluster.kubectl("auth", "whoami").stdout
     assert "system:admin" in out and "system:masters" in out
     assert cluster.kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
+
+
+def _token_kubeconfig(cluster: Cluster, path: Path, token: str) -> Path:
+    """A kubeconfig with the cluster's server and CA and only a bearer token (no client certificate)."""
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"], "current-context": "sa",
+              "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": "sa"}}],
+              "users": [{"name": "sa", "user": {"token": token}}]}
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_create_token_authenticates_as_the_service_account(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.kubectl("create", "namespace", "tokens")
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", "tokens")
+    token = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--duration=20m").stdout.strip()
+    as_robot = _token_kubeconfig(cluster, tmp_path / "robot.kubeconfig", token)
+    review = json.loads(cluster.kubectl("--kubeconfig", str(as_robot), "auth", "whoami", "-o", "json").stdout)
+    user = review["status"]["userInfo"]
+    assert user["username"] == "system:serviceaccount:tokens:robot"
+    assert {"system:serviceaccounts", "system:serviceaccounts:tokens", "system:authenticated"} <= set(user["groups"])
+    assert user["uid"] == cluster.get_json("serviceaccount", "robot", "-n", "tokens")["metadata"]["uid"]
+
+    forged = _token_kubeconfig(cluster, tmp_path / "forged.kubeconfig", token[:-4] + "AAAA")
+    denied = cluster.kubectl("--kubeconfig", str(forged), "get", "pods", check=False)
+    assert denied.returncode != 0 and "Unauthorized" in denied.stderr
+    other = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--audience=vault").stdout.strip()
+    elsewhere = _token_kubeconfig(cluster, tmp_path / "vault.kubeconfig", other)
+    assert "Unauthorized" in cluster.kubectl("--kubeconfig", str(elsewhere), "get", "pods", check=False).stderr
+
+    short = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--duration=5m", check=False)
+    assert short.returncode != 0 and "may not specify a duration less than 10 minutes" in short.stderr
+    assert "not found" in cluster.kubectl("create", "token", "nobody", "-n", "tokens", check=False).stderr
+    unbound = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--bound-object-kind=Pod",
+                              "--bound-object-name=nopod", check=False)
+    assert unbound.returncode != 0 and 'pods "nopod" not found' in unbound.stderr
+    cluster.kubectl("delete", "namespace", "tokens", "--wait=false")
 
 
 def test_crd_and_custom_resources(cluster: Cluster) -> None:

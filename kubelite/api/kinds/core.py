@@ -380,7 +380,8 @@ RESOURCES = [
     _core("Endpoints", "endpoints", True, ENDPOINTS_STRATEGY, short_names=("ep",)),
     _core("ConfigMap", "configmaps", True, CONFIGMAP_STRATEGY, short_names=("cm",)),
     _core("Secret", "secrets", True, SECRET_STRATEGY),
-    _core("ServiceAccount", "serviceaccounts", True, SERVICEACCOUNT_STRATEGY, short_names=("sa",)),
+    _core("ServiceAccount", "serviceaccounts", True, SERVICEACCOUNT_STRATEGY, short_names=("sa",),
+          subresources=("token",)),
     _core("Event", "events", True, EVENT_STRATEGY, short_names=("ev",)),
     _core(
         "LimitRange",
