@@ -35,6 +35,7 @@ from kubelite.kubelet.probes import Prober
 from kubelite.kubelet.runtime.base import DNSConfig
 from kubelite.kubelet.runtime.runc import RuncRuntime
 from kubelite.kubelet.server import KubeletServer, Located
+from kubelite.kubelet.tokens import TokenManager
 from kubelite.kubelet.volumes import VolumeManager
 from kubelite.proxy.proxier import Proxier
 
@@ -131,7 +132,7 @@ class Kubelet:
         puller = ImagePuller(self.images, self.recorder)
         self.workers = PodWorkers(
             client=self.client, runtime=self.runtime, runtime_name=version.name, puller=puller,
-            volumes=VolumeManager(self.config.agent_dir / "pods"),
+            volumes=VolumeManager(self.config.agent_dir / "pods", tokens=TokenManager(self.client).token),
             prober=self.prober, recorder=self.recorder,
             node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory()),
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)

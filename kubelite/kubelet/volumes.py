@@ -1,5 +1,6 @@
 """Pod volumes on the node: emptyDir (disk or tmpfs), hostPath with type checks, configMap, secret, downwardAPI and
-projected files written atomically (so updates reach running pods whole), and claims bound to local volumes."""
+projected files (service account tokens too) written atomically (so updates reach running pods whole), and claims
+bound to local volumes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelite.api.quantity import parse_quantity
+from kubelite.client.errors import ApiError
 from kubelite.kubelet.envvars import ConfigError, field_value, resource_value
 from kubelite.kubelet.runtime.base import Mount, MountPropagation
 
@@ -24,9 +26,12 @@ Files = dict[str, tuple[bytes, int]]
 """Relative path -> (content, mode)."""
 Fetch = Callable[[str, str], Awaitable[Obj | None]]
 """(plural, name) -> object in the pod's namespace (persistentvolumes: cluster-wide), or None."""
+Tokens = Callable[[Obj, str, int], Awaitable[str]]
+"""(pod, audience, expirationSeconds) -> a token of the pod's ServiceAccount."""
 
 DATA_LINK = "..data"
 DEFAULT_MODE = 0o644
+DEFAULT_TOKEN_SECONDS = 3600
 PLUGIN_DIRS = {"emptyDir": "kubernetes.io~empty-dir", "hostPath": "kubernetes.io~host-path",
                "configMap": "kubernetes.io~configmap", "secret": "kubernetes.io~secret",
                "downwardAPI": "kubernetes.io~downward-api", "projected": "kubernetes.io~projected",
@@ -171,8 +176,9 @@ def _chown_group(path: Path, gid: int) -> None:
 class VolumeManager:
     """Lays out each pod's volumes under ROOT/<uid>/volumes/<plugin>/<name> and answers the container mounts."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tokens: Tokens | None = None):
         self.root = root
+        self.tokens = tokens
 
     def pod_dir(self, uid: str) -> Path:
         return self.root / uid
@@ -224,9 +230,22 @@ class VolumeManager:
             elif "downwardAPI" in projection:
                 files.update(_downward_files(pod, projection["downwardAPI"].get("items") or [], default_mode,
                                              allocatable))
+            elif "serviceAccountToken" in projection:
+                files.update(await self._token_file(pod, projection["serviceAccountToken"] or {}, default_mode))
             else:
                 raise MountError(f"projected source {sorted(projection)} is not supported by this kubelet yet")
         return files
+
+    async def _token_file(self, pod: Obj, source: Obj, mode: int) -> Files:
+        """A serviceAccountToken projection: the token at its path (default "token")."""
+        if self.tokens is None:
+            raise MountError("this kubelet cannot request service account tokens")
+        try:
+            token = await self.tokens(pod, source.get("audience") or "",
+                                      int(source.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS))
+        except ApiError as exc:
+            raise MountError(f"failed to fetch token: {exc}") from exc
+        return {source.get("path") or "token": (token.encode(), mode)}
 
     @staticmethod
     async def _claim_path(source: Obj, fetch: Fetch) -> Path:

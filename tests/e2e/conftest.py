@@ -138,3 +138,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     running = start_server(tmp_path_factory.mktemp("kubelite"), free_port())
     yield running
     stop_server(running)
+
+
+def token_kubeconfig(cluster: Cluster, path: Path, token: str) -> Path:
+    """A kubeconfig with the cluster's server and CA and only a bearer token (no client certificate)."""
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"], "current-context": "sa",
+              "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": "sa"}}],
+              "users": [{"name": "sa", "user": {"token": token}}]}
+    path.write_text(json.dumps(config))
+    return path

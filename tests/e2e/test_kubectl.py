@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import KUBECTL, Cluster
+from tests.e2e.conftest import KUBECTL, Cluster, token_kubeconfig
 
 KUBECTLS = [KUBECTL] + [f"/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}" for minor in (27, 32, 33)]
 
@@ -230,32 +230,22 @@ def test_auth_whoami_and_can_i(cluster: Cluster) -> None:
     assert cluster.kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
 
 
-def _token_kubeconfig(cluster: Cluster, path: Path, token: str) -> Path:
-    """A kubeconfig with the cluster's server and CA and only a bearer token (no client certificate)."""
-    admin = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
-    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"], "current-context": "sa",
-              "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": "sa"}}],
-              "users": [{"name": "sa", "user": {"token": token}}]}
-    path.write_text(json.dumps(config))
-    return path
-
-
 def test_create_token_authenticates_as_the_service_account(cluster: Cluster, tmp_path: Path) -> None:
     cluster.kubectl("create", "namespace", "tokens")
     cluster.kubectl("create", "serviceaccount", "robot", "-n", "tokens")
     token = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--duration=20m").stdout.strip()
-    as_robot = _token_kubeconfig(cluster, tmp_path / "robot.kubeconfig", token)
+    as_robot = token_kubeconfig(cluster, tmp_path / "robot.kubeconfig", token)
     review = json.loads(cluster.kubectl("--kubeconfig", str(as_robot), "auth", "whoami", "-o", "json").stdout)
     user = review["status"]["userInfo"]
     assert user["username"] == "system:serviceaccount:tokens:robot"
     assert {"system:serviceaccounts", "system:serviceaccounts:tokens", "system:authenticated"} <= set(user["groups"])
     assert user["uid"] == cluster.get_json("serviceaccount", "robot", "-n", "tokens")["metadata"]["uid"]
 
-    forged = _token_kubeconfig(cluster, tmp_path / "forged.kubeconfig", token[:-4] + "AAAA")
+    forged = token_kubeconfig(cluster, tmp_path / "forged.kubeconfig", token[:-4] + "AAAA")
     denied = cluster.kubectl("--kubeconfig", str(forged), "get", "pods", check=False)
     assert denied.returncode != 0 and "Unauthorized" in denied.stderr
     other = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--audience=vault").stdout.strip()
-    elsewhere = _token_kubeconfig(cluster, tmp_path / "vault.kubeconfig", other)
+    elsewhere = token_kubeconfig(cluster, tmp_path / "vault.kubeconfig", other)
     assert "Unauthorized" in cluster.kubectl("--kubeconfig", str(elsewhere), "get", "pods", check=False).stderr
 
     short = cluster.kubectl("create", "token", "robot", "-n", "tokens", "--duration=5m", check=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server, token_kubeconfig
 from tests.images import busybox_image, push
 from tests.registry import start_registry, stop_registry
 
@@ -175,6 +175,31 @@ def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
     eventually(lambda: "Liveness probe failed" in c.kubectl("describe", "pod", "sick").stdout, 30,
                "an Unhealthy event")
     c.kubectl("delete", "pod", "sick", "slow", "--grace-period=1")
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_ACCESS = {"name": "kube-api-access", "projected": {"defaultMode": 0o644, "sources": [
+    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                   "fieldPath": "metadata.namespace"}}]}}]}}
+
+
+def test_projected_service_account_token_authenticates_the_pod(node: tuple[Cluster, str], tmp_path: Path) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("incluster", image, "sleep 3600", volumes=[API_ACCESS], container={
+        "volumeMounts": [{"name": "kube-api-access", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}]}))
+    eventually(lambda: _running(c, "incluster"), 60, "a pod with a projected service account token Running")
+    token = c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/token").stdout.strip()
+    assert c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/namespace").stdout == "default"
+    ca = c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/ca.crt").stdout
+    assert ca.startswith("-----BEGIN CERTIFICATE-----")
+    review = json.loads(c.kubectl("--kubeconfig", str(token_kubeconfig(c, tmp_path / "pod.kubeconfig", token)),
+                                  "auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+    assert review["username"] == "system:serviceaccount:default:default"
+    assert review["extra"]["authentication.kubernetes.io/pod-name"] == ["incluster"]
+    assert review["extra"]["authentication.kubernetes.io/pod-uid"] == [_pod(c, "incluster")["metadata"]["uid"]]
+    c.kubectl("delete", "pod", "incluster", "--grace-period=1")
 
 
 def test_init_containers_volumes_configmaps_and_secrets(node: tuple[Cluster, str]) -> None:
