@@ -27,6 +27,7 @@ from kubelite.apiserver.metrics import Metrics
 from kubelite.apiserver.objects import ListOptions, ObjectStore
 from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
+from kubelite.apiserver.saadmission import ServiceAccountAdmission
 from kubelite.apiserver.satokens import TokenSigner
 from kubelite.client.join import CLIENT_CA_PATH, NODE_CREDENTIALS_PATH
 from kubelite.storage import Backend, open_backend
@@ -71,7 +72,8 @@ class ApiServer:
         self.allocator = ServiceAllocator(config.service_cidr)
         self.crds = CrdServer(self.ctx)
         self.store.admission += [self.allocator.admit, self.crds.admit,
-                                 PriorityAdmission(self.store, self.registry).admit]
+                                 PriorityAdmission(self.store, self.registry).admit,
+                                 ServiceAccountAdmission(self.store, self.registry).admit]
         self.store.on_deleted.append(self.allocator.release)
         self.authenticator = Authenticator()
         self.writes = WritePriority()

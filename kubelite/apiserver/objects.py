@@ -273,7 +273,7 @@ class ObjectStore:
                 raise errors.invalid(rt.kind, rt.group, "", [Cause(
                     "metadata.name", "FieldValueRequired", "metadata.name: Required value: name or "
                     "generateName is required")])
-            meta["name"] = generate + _random_suffix()
+            meta["name"] = generate + random_suffix()
         for dropped in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"):
             meta.pop(dropped, None)
         meta["uid"] = str(uuid.uuid4())
@@ -503,6 +503,7 @@ def _finalizers(rt: ResourceType, obj: Obj) -> list[str]:
     return held
 
 
-def _random_suffix() -> str:
+def random_suffix() -> str:
+    """Five characters as Kubernetes appends to generated names (no vowels, no look-alike digits)."""
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
     return "".join(secrets.choice(alphabet) for _ in range(5))

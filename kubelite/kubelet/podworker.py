@@ -49,6 +49,8 @@ Obj = dict[str, Any]
 VOLUME_RESYNC = 60.0
 """Seconds between refreshes of configMap, secret and downwardAPI volume contents of a running pod."""
 RETRY = 5.0
+MOUNT_RETRY = 0.5
+MOUNT_RETRY_MAX = 122.0
 DEFAULT_GRACE = 30
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
@@ -75,6 +77,8 @@ class PodRecord:
     ip: str = ""
     volumes: dict[str, Path] | None = None
     volumes_at: float = 0.0
+    mount_failures: int = 0
+    """Failed set-ups of the pod's volumes in a row: the retry waits 0.5 s, doubling up to MOUNT_RETRY_MAX."""
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     image_ids: dict[str, str] = field(default_factory=dict)
     done: bool = False
@@ -174,11 +178,13 @@ class PodWorkers:
             try:
                 rec.volumes = await self.volumes.setup(pod, fetch, self.node.allocatable)
                 rec.volumes_at = time.monotonic()
+                rec.mount_failures = 0
             except (MountError, ConfigError, OSError) as exc:
                 self._event(pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
                 if rec.volumes is None:
                     await self._post(pod, rec, [], [], sandbox_ready=False, initializing=True)
-                    self.requeue(rec.key, RETRY)
+                    self.requeue(rec.key, min(MOUNT_RETRY * 2 ** rec.mount_failures, MOUNT_RETRY_MAX))
+                    rec.mount_failures += 1
                     return
         if not await self._ensure_sandbox(pod, rec):
             await self._post(pod, rec, [], [], sandbox_ready=False, initializing=True)

@@ -30,8 +30,10 @@ def test_memory_pressure_evicts_a_pod(tmp_path: Path) -> None:
         conditions = eventually(lambda: cluster.get_json("node", NODE)["status"]["conditions"], 60, "the node")
         assert {c["type"]: c["status"] for c in conditions}["MemoryPressure"] == "True"
         image = f"{registry.url.removeprefix('http://')}/busybox:1.36"
+        # No ServiceAccount token: this API-only server runs no controller-manager to make the default
+        # ServiceAccount and the kube-root-ca.crt ConfigMap the token volume needs.
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "victim"}, "spec": {
-            "nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "nodeName": NODE, "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False,
             "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}}
         cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
         status = eventually(lambda: (lambda s: s if s.get("phase") == "Failed" else None)(

@@ -178,28 +178,33 @@ def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
 
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-API_ACCESS = {"name": "kube-api-access", "projected": {"defaultMode": 0o644, "sources": [
-    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
-                                                                   "fieldPath": "metadata.namespace"}}]}}]}}
 
 
-def test_projected_service_account_token_authenticates_the_pod(node: tuple[Cluster, str], tmp_path: Path) -> None:
+def test_pods_get_service_account_credentials_as_upstream_mounts_them(node: tuple[Cluster, str],
+                                                                      tmp_path: Path) -> None:
     c, image = node
-    _apply(c, _pod_manifest("incluster", image, "sleep 3600", volumes=[API_ACCESS], container={
-        "volumeMounts": [{"name": "kube-api-access", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}]}))
-    eventually(lambda: _running(c, "incluster"), 60, "a pod with a projected service account token Running")
+    c.kubectl("run", "incluster", f"--image={image}", "--", "sleep", "3600")
+    _apply(c, _pod_manifest("optout", image, "sleep 3600", automountServiceAccountToken=False))
+    eventually(lambda: _running(c, "incluster") and _running(c, "optout"), 60, "both pods Running")
+    pod = _pod(c, "incluster")
+    assert pod["spec"]["serviceAccountName"] == "default"
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+    assert volume["projected"]["sources"][0]["serviceAccountToken"] == {"expirationSeconds": 3607, "path": "token"}
+    assert {"name": volume["name"], "readOnly": True, "mountPath": SERVICE_ACCOUNT_DIR} in \
+        pod["spec"]["containers"][0]["volumeMounts"]
     token = c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/token").stdout.strip()
     assert c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/namespace").stdout == "default"
     ca = c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/ca.crt").stdout
     assert ca.startswith("-----BEGIN CERTIFICATE-----")
     review = json.loads(c.kubectl("--kubeconfig", str(token_kubeconfig(c, tmp_path / "pod.kubeconfig", token)),
                                   "auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
-    assert review["username"] == "system:serviceaccount:default:default"
-    assert review["extra"]["authentication.kubernetes.io/pod-name"] == ["incluster"]
-    assert review["extra"]["authentication.kubernetes.io/pod-uid"] == [_pod(c, "incluster")["metadata"]["uid"]]
-    c.kubectl("delete", "pod", "incluster", "--grace-period=1")
+    assert review["username"] == "system:serviceaccount:default:default", review
+    assert review["extra"]["authentication.kubernetes.io/pod-name"] == ["incluster"], review
+    assert review["extra"]["authentication.kubernetes.io/pod-uid"] == [pod["metadata"]["uid"]], review
+
+    assert not [v for v in _pod(c, "optout")["spec"].get("volumes") or [] if v["name"].startswith("kube-api-access")]
+    assert c.kubectl("exec", "optout", "--", "ls", SERVICE_ACCOUNT_DIR, check=False).returncode != 0
+    c.kubectl("delete", "pod", "incluster", "optout", "--grace-period=1")
 
 
 def test_init_containers_volumes_configmaps_and_secrets(node: tuple[Cluster, str]) -> None:
