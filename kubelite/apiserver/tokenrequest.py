@@ -8,7 +8,6 @@ is bound to, which must exist (with that uid, if given) in the ServiceAccount's 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
@@ -20,6 +19,7 @@ from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.objects import now_rfc3339
 from kubelite.apiserver.requestinfo import RequestInfo
 from kubelite.apiserver.satokens import DEFAULT_EXPIRATION, ISSUER, MIN_EXPIRATION
+from kubelite.client.timestamps import time_at
 
 MAX_EXPIRATION = 2**32
 BOUND_KINDS = {"Pod": "pods", "Secret": "secrets", "Node": "nodes"}
@@ -75,7 +75,6 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
         "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now_rfc3339()},
         "spec": {**spec, "audiences": audiences, "expirationSeconds": seconds},
-        "status": {"token": token,
-                   "expirationTimestamp": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "status": {"token": token, "expirationTimestamp": time_at(expires)},
     }
     return negotiation.respond(result, negotiation.output(request), 201)

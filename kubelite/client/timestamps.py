@@ -10,6 +10,11 @@ def now_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def time_at(seconds: float) -> str:
+    """The metav1.Time of a moment in seconds since the epoch."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_micro_time() -> str:
     """The current metav1.MicroTime, e.g. 2026-01-02T03:04:05.000000Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -14,7 +14,6 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kubelite.client.config import ClientConfig, load_config
@@ -23,7 +22,7 @@ from kubelite.client.informer import Informer
 from kubelite.client.resources import NODES, PODS
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import NODE_NAME_INDEX, key_of
-from kubelite.client.timestamps import now_time
+from kubelite.client.timestamps import now_time, time_at
 from kubelite.client.workqueue import WorkQueue
 from kubelite.kubelet.heartbeat import KUBELET_VERSION, node_conditions, renew_lease
 from kubelite.kubelet.podstatus import TERMINAL, condition
@@ -74,11 +73,6 @@ def parse_taints(values: Iterable[str]) -> list[Obj]:
             raise ValueError(f"taint {value!r} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
         taints.append({"key": key, **({"value": val} if sep else {}), "effect": effect})
     return taints
-
-
-def rfc3339(timestamp: float) -> str:
-    """A metav1.Time from seconds since the epoch."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class IpPool:
@@ -230,10 +224,10 @@ def _container_status(pod: Obj, container: Container, restart_policy: str) -> Ob
     base = {"name": container.name, "image": container.image, "imageID": f"fake://{container.image}",
             "containerID": f"fake://{container.id}", "restartCount": 0, "lastState": {}}
     if container.state == CONTAINER_RUNNING:
-        return {**base, "state": {"running": {"startedAt": rfc3339(container.started_at)}}, "ready": True,
+        return {**base, "state": {"running": {"startedAt": time_at(container.started_at)}}, "ready": True,
                 "started": True}
     terminated = {"exitCode": container.exit_code, "reason": container.reason,
-                  "startedAt": rfc3339(container.started_at), "finishedAt": rfc3339(container.finished_at),
+                  "startedAt": time_at(container.started_at), "finishedAt": time_at(container.finished_at),
                   "containerID": f"fake://{container.id}"}
     if restart_policy == "OnFailure" and container.exit_code != 0:
         meta = pod["metadata"]

@@ -38,7 +38,7 @@ class TokenManager:
                             "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"],
                                                "uid": meta["uid"]}}}
         status = (await self.client.create(SERVICEACCOUNTS, request, meta["namespace"], subresource="token"))["status"]
-        expires = datetime.fromisoformat(status["expirationTimestamp"].replace("Z", "+00:00")).timestamp()
+        expires = datetime.fromisoformat(status["expirationTimestamp"]).timestamp()
         self._tokens = {k: v for k, v in self._tokens.items() if v[2] > now}
         self._tokens[key] = (status["token"], now, expires)
         return status["token"]
