@@ -13,7 +13,8 @@ from kubelite.api.resource import ALL_VERBS, ResourceType, ScalePaths
 from kubelite.api.strategy import NAME_COLUMN, Column, Obj, Strategy, age
 from kubelite.apiserver import errors
 from kubelite.apiserver.context import ApiContext
-from kubelite.apiserver.objects import ListOptions, WriteOptions, decode, now_rfc3339
+from kubelite.apiserver.objects import ListOptions, WriteOptions, decode
+from kubelite.client.timestamps import now_time
 
 log = logging.getLogger(__name__)
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
@@ -183,7 +184,7 @@ class CrdServer:
         names = (crd.get("spec") or {}).get("names") or {}
 
         def establish(current: Obj) -> Obj:
-            now = now_rfc3339()
+            now = now_time()
             current["status"] = {
                 "conditions": [
                     {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",

@@ -25,6 +25,7 @@ from kubelite.api.selectors import FieldSelector, LabelSelector
 from kubelite.api.strategy import Cause, Obj
 from kubelite.api.validation import prune_unknown, validate
 from kubelite.apiserver import errors
+from kubelite.client.timestamps import now_time
 from kubelite.storage import (
     Backend,
     CompactedError,
@@ -56,10 +57,6 @@ class ListOptions:
     continue_token: str = ""
     resource_version: str = ""
     resource_version_match: str = ""
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def decode(kv: KeyValue) -> Obj:
@@ -277,7 +274,7 @@ class ObjectStore:
         for dropped in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"):
             meta.pop(dropped, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_rfc3339()
+        meta["creationTimestamp"] = now_time()
         if self._has_generation(rt, obj):
             meta["generation"] = 1
         strategy = rt.strategy

@@ -9,7 +9,7 @@ from aiohttp import web
 from kubelite.api.resource import ResourceType
 from kubelite.apiserver import errors, negotiation
 from kubelite.apiserver.authn import USER_KEY, Authenticator, UserInfo
-from kubelite.apiserver.objects import now_rfc3339
+from kubelite.client.timestamps import now_time
 
 
 def user_info(user: UserInfo) -> dict[str, Any]:
@@ -28,7 +28,7 @@ async def handle(authenticator: Authenticator, request: web.Request, rt: Resourc
         raise errors.bad_request("the body of the request must be a JSON object")
     user = request[USER_KEY]
     result: dict[str, Any] = {"kind": rt.kind, "apiVersion": rt.group_version,
-                              "metadata": {"creationTimestamp": now_rfc3339()}}
+                              "metadata": {"creationTimestamp": now_time()}}
     spec = body.get("spec") or {}
     if rt.kind == "SelfSubjectReview":
         result["status"] = {"userInfo": user_info(user)}

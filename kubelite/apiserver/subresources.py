@@ -13,8 +13,9 @@ from kubelite.api.selectors import from_label_selector
 from kubelite.api.strategy import Obj
 from kubelite.apiserver import errors, negotiation, podproxy, resources, tokenrequest
 from kubelite.apiserver.context import ApiContext
-from kubelite.apiserver.objects import ListOptions, now_rfc3339
+from kubelite.apiserver.objects import ListOptions
 from kubelite.apiserver.requestinfo import RequestInfo
+from kubelite.client.timestamps import now_time
 
 
 def _get_path(obj: Obj, path: str) -> Any:
@@ -150,7 +151,7 @@ async def _binding(ctx: ApiContext, request: web.Request, info: RequestInfo, rt:
         status = pod.setdefault("status", {})
         conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
         status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                                 "lastTransitionTime": now_rfc3339()}, *conditions]
+                                 "lastTransitionTime": now_time()}, *conditions]
         annotations = (body.get("metadata") or {}).get("annotations")
         if annotations:
             pod["metadata"].setdefault("annotations", {}).update(annotations)

@@ -16,10 +16,9 @@ from kubelite.api.resource import ResourceType
 from kubelite.api.strategy import Obj
 from kubelite.apiserver import errors, negotiation
 from kubelite.apiserver.context import ApiContext
-from kubelite.apiserver.objects import now_rfc3339
 from kubelite.apiserver.requestinfo import RequestInfo
 from kubelite.apiserver.satokens import DEFAULT_EXPIRATION, ISSUER, MIN_EXPIRATION
-from kubelite.client.timestamps import time_at
+from kubelite.client.timestamps import now_time, time_at
 
 MAX_EXPIRATION = 2**32
 BOUND_KINDS = {"Pod": "pods", "Secret": "secrets", "Node": "nodes"}
@@ -73,7 +72,7 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
     token = ctx.tokens.issue(namespace, name, account["metadata"]["uid"], audiences, expires, bound)
     result = {
         "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now_rfc3339()},
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now_time()},
         "spec": {**spec, "audiences": audiences, "expirationSeconds": seconds},
         "status": {"token": token, "expirationTimestamp": time_at(expires)},
     }

@@ -14,6 +14,7 @@ from kubelite.client.controller import Requeue
 from kubelite.client.errors import ApiError, is_already_exists, is_conflict, is_not_found
 from kubelite.client.resources import CRONJOBS, JOBS
 from kubelite.client.store import NAMESPACE_INDEX
+from kubelite.client.timestamps import format_time, parse_time
 from kubelite.controllers.podcontrol import (
     Obj,
     WorkloadController,
@@ -21,8 +22,6 @@ from kubelite.controllers.podcontrol import (
     controller_of,
     controller_ref,
     describe,
-    format_time,
-    parse_time,
     utcnow,
 )
 

@@ -11,6 +11,7 @@ from kubelite.client.controller import Requeue
 from kubelite.client.errors import ApiError, is_already_exists, is_not_found
 from kubelite.client.resources import DEPLOYMENTS, PODS, REPLICASETS
 from kubelite.client.store import NAMESPACE_INDEX, OWNER_UID_INDEX
+from kubelite.client.timestamps import format_time, parse_time
 from kubelite.controllers.podcontrol import (
     Obj,
     WorkloadController,
@@ -20,10 +21,8 @@ from kubelite.controllers.podcontrol import (
     created_at,
     describe,
     fnv_hash,
-    format_time,
     is_terminal,
     labels_of,
-    parse_time,
     scaled_value,
     semantic_equal,
     utcnow,

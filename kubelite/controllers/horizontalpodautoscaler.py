@@ -13,14 +13,13 @@ from typing import Any, ClassVar
 from kubelite.api.protobuf import parse_go_duration
 from kubelite.api.quantity import parse_quantity
 from kubelite.api.selectors import SelectorError, parse_labels
-from kubelite.api.strategy import parse_time
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.errors import ApiError
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import HORIZONTALPODAUTOSCALERS, PODS, Resource, resource
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import NAMESPACE_INDEX
-from kubelite.client.timestamps import now_time
+from kubelite.client.timestamps import now_time, parse_time
 
 log = logging.getLogger(__name__)
 

@@ -13,18 +13,17 @@ from kubelite.client.controller import Requeue
 from kubelite.client.errors import ApiError, is_not_found
 from kubelite.client.resources import JOBS, PODS
 from kubelite.client.store import NAMESPACE_INDEX, key_of, split_key
+from kubelite.client.timestamps import format_time, parse_time
 from kubelite.controllers.podcontrol import (
     Obj,
     WorkloadController,
     condition,
     controller_of,
     deletion_rank,
-    format_time,
     is_active,
     is_ready,
     is_terminating,
     labels_of,
-    parse_time,
     phase,
     pod_from_template,
     slow_start_batch,

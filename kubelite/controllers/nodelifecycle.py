@@ -9,14 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from kubelite.api.strategy import parse_time
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.errors import ApiError, is_not_found
 from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import LEASES, NODES, PODS
 from kubelite.client.rest import ApiClient
 from kubelite.client.store import NODE_NAME_INDEX, key_of, split_key
-from kubelite.client.timestamps import now_time
+from kubelite.client.timestamps import now_time, parse_time
 
 log = logging.getLogger(__name__)
 

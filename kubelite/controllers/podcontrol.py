@@ -18,6 +18,7 @@ from kubelite.client.errors import ApiError, is_already_exists, is_not_found
 from kubelite.client.informer import Informer
 from kubelite.client.resources import CONTROLLERREVISIONS, PODS, Resource, resource_of
 from kubelite.client.store import NAMESPACE_INDEX, key_of
+from kubelite.client.timestamps import parse_time
 
 Obj = dict[str, Any]
 EXPECTATIONS_TTL = 300.0
@@ -33,16 +34,6 @@ _SAFE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """A metav1.Time string as an aware datetime (None when absent)."""
-    return datetime.fromisoformat(value) if value else None
-
-
-def format_time(moment: datetime) -> str:
-    """An aware datetime as metav1.Time."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def created_at(obj: Obj) -> float:

@@ -11,6 +11,7 @@ from kubelite.api.selectors import LabelSelector, from_label_selector
 from kubelite.client.controller import Requeue
 from kubelite.client.resources import PODS, REPLICASETS, REPLICATIONCONTROLLERS, Resource
 from kubelite.client.store import NAMESPACE_INDEX, OWNER_UID_INDEX, key_of
+from kubelite.client.timestamps import format_time
 from kubelite.controllers.podcontrol import (
     BURST_REPLICAS,
     Obj,
@@ -18,7 +19,6 @@ from kubelite.controllers.podcontrol import (
     controller_of,
     deletion_rank,
     describe,
-    format_time,
     is_active,
     is_available,
     is_ready,

@@ -4,19 +4,13 @@ conditions, and each container's state, last state, restart count, readiness and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from kubelite.client.timestamps import now_time
+from kubelite.client.timestamps import now_time, time_at
 from kubelite.kubelet.runtime.base import ContainerState, ContainerStatus
 
 Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
-
-
-def rfc3339_ns(ns: int) -> str:
-    """A metav1.Time from nanoseconds since the epoch."""
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(old: list[Obj], type_: str, ok: bool, now: str, reason: str = "", message: str = "") -> Obj:
@@ -63,8 +57,8 @@ class ContainerView:
 def terminated(c: ContainerStatus, runtime: str) -> Obj:
     """A ContainerStateTerminated."""
     state = {"exitCode": c.exit_code, "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
-             "startedAt": rfc3339_ns(c.started_at) if c.started_at else None,
-             "finishedAt": rfc3339_ns(c.finished_at) if c.finished_at else None,
+             "startedAt": time_at(c.started_at / 1e9) if c.started_at else None,
+             "finishedAt": time_at(c.finished_at / 1e9) if c.finished_at else None,
              "containerID": f"{runtime}://{c.id}"}
     if c.message:
         state["message"] = c.message
@@ -89,7 +83,7 @@ def container_status(view: ContainerView, runtime: str, default_waiting: str = "
     elif c is None or c.state == ContainerState.CREATED:
         status["state"] = {"waiting": {"reason": default_waiting}}
     elif c.state == ContainerState.RUNNING:
-        status["state"] = {"running": {"startedAt": rfc3339_ns(c.started_at)}}
+        status["state"] = {"running": {"startedAt": time_at(c.started_at / 1e9)}}
     else:
         status["state"] = {"terminated": terminated(c, runtime)}
     return status

@@ -232,7 +232,7 @@ class PodWorkers:
         started = (pod.get("status") or {}).get("startTime")
         if deadline is None or not started:
             return False
-        left = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() + deadline - time.time()
+        left = datetime.fromisoformat(started).timestamp() + deadline - time.time()
         if left > 0:
             self.requeue(rec.key, left + 0.1)
             return False

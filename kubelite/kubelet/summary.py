@@ -11,15 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubelite.client.timestamps import time_at
 from kubelite.kubelet.runtime.base import ContainerState, RuntimeService, RuntimeServiceError
 
 Obj = dict[str, Any]
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rfc3339(ns: int) -> str:
-    """Seconds-precision RFC 3339 in UTC."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // 1_000_000_000))
 
 
 def node_cpu_ns(proc: Path = Path("/proc")) -> int:
@@ -58,7 +54,7 @@ class SummaryProvider:
         self._previous: dict[str, tuple[int, int]] = {}
 
     def _cpu(self, key: str, at_ns: int, usage_ns: int) -> Obj:
-        cpu: Obj = {"time": rfc3339(at_ns), "usageCoreNanoSeconds": usage_ns}
+        cpu: Obj = {"time": time_at(at_ns / 1e9), "usageCoreNanoSeconds": usage_ns}
         previous = self._previous.get(key)
         if previous is not None and at_ns > previous[0] and usage_ns >= previous[1]:
             cpu["usageNanoCores"] = (usage_ns - previous[1]) * 1_000_000_000 // (at_ns - previous[0])
@@ -68,9 +64,9 @@ class SummaryProvider:
     async def summary(self) -> Obj:
         """The Summary document."""
         now = time.time_ns()
-        node = {"nodeName": self.node_name, "startTime": rfc3339(boot_time_ns(self.proc)),
+        node = {"nodeName": self.node_name, "startTime": time_at(boot_time_ns(self.proc) / 1e9),
                 "cpu": self._cpu("", now, node_cpu_ns(self.proc)),
-                "memory": {"time": rfc3339(now), **node_memory(self.proc)}}
+                "memory": {"time": time_at(now / 1e9), **node_memory(self.proc)}}
         sandboxes = {s.id: s for s in await self.runtime.list_pod_sandboxes()}
         pods: dict[str, Obj] = {}
         seen = {""}
@@ -86,11 +82,11 @@ class SummaryProvider:
             pod = pods.setdefault(sandbox.id, {
                 "podRef": {"name": sandbox.config.name, "namespace": sandbox.config.namespace,
                            "uid": sandbox.config.uid},
-                "startTime": rfc3339(sandbox.created_at), "containers": []})
+                "startTime": time_at(sandbox.created_at / 1e9), "containers": []})
             pod["containers"].append({
-                "name": container.name, "startTime": rfc3339(container.started_at or container.created_at),
+                "name": container.name, "startTime": time_at((container.started_at or container.created_at) / 1e9),
                 "cpu": self._cpu(container.id, stats.timestamp, stats.cpu_usage_core_nanoseconds),
-                "memory": {"time": rfc3339(stats.timestamp), "usageBytes": stats.memory_usage_bytes,
+                "memory": {"time": time_at(stats.timestamp / 1e9), "usageBytes": stats.memory_usage_bytes,
                            "workingSetBytes": stats.memory_working_set_bytes}})
         for pod in pods.values():
             pod["cpu"] = _sum(pod["containers"], "cpu", ("usageCoreNanoSeconds", "usageNanoCores"), now)
@@ -102,7 +98,7 @@ class SummaryProvider:
 
 def _sum(containers: list[Obj], kind: str, fields: tuple[str, ...], now: int) -> Obj:
     """A pod's total of its containers' fields (a field only when every container has it)."""
-    total: Obj = {"time": rfc3339(now)}
+    total: Obj = {"time": time_at(now / 1e9)}
     for name in fields:
         values = [c[kind].get(name) for c in containers]
         if values and all(v is not None for v in values):
