@@ -1,5 +1,5 @@
-"""Liveness, readiness and startup probes: one task per probe of a running container (exec, httpGet, tcpSocket),
-thresholds and delays as Kubernetes defines them, results the pod worker reads, changes that wake it."""
+"""Liveness, readiness and startup probes: one task per probe of a running container (exec, httpGet, tcpSocket,
+grpc), thresholds and delays as Kubernetes defines them, results the pod worker reads, changes that wake it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from kubelite.client.events import EventRecorder
+from kubelite.kubelet import grpcprobe
 from kubelite.kubelet.runtime.base import RuntimeService
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ Obj = dict[str, Any]
 KINDS = ("startupProbe", "livenessProbe", "readinessProbe")
 LABELS = {"startupProbe": "Startup", "livenessProbe": "Liveness", "readinessProbe": "Readiness"}
 MAX_OUTPUT = 10 * 1024
+USER_AGENT = "kube-probe/1.33"
 
 
 @dataclass
@@ -166,7 +168,10 @@ class Prober:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
                 return True, ""
-            return False, "this kubelet runs exec, httpGet and tcpSocket probes (grpc is not supported yet)"
+            if "grpc" in probe:
+                return await grpcprobe.probe(pod_ip or "127.0.0.1", int(probe["grpc"]["port"]),
+                                             probe["grpc"].get("service") or "", timeout, USER_AGENT)
+            return False, f"this kubelet cannot run a probe of {sorted(probe)}"
         except TimeoutError:
             return False, f"timeout: probe did not answer within {timeout}s"
         except (OSError, ValueError, aiohttp.ClientError) as exc:
@@ -179,7 +184,7 @@ class Prober:
         host = get.get("host") or pod_ip or "127.0.0.1"
         url = f"{get.get('scheme', 'HTTP').lower()}://{host}:{_port(get['port'], container)}{get.get('path', '/')}"
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
-        headers.setdefault("User-Agent", "kube-probe/1.33")
+        headers.setdefault("User-Agent", USER_AGENT)
         async with self._http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=limit)) as response:
             body = (await response.content.read(MAX_OUTPUT)).decode(errors="replace")
             if 200 <= response.status < 400:

@@ -177,6 +177,42 @@ def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
     c.kubectl("delete", "pod", "sick", "slow", "--grace-period=1")
 
 
+def test_grpc_probes_ask_the_pods_health_service(node: tuple[Cluster, str]) -> None:
+    """A hostNetwork pod's gRPC probes reach the node's address, where this test serves grpc.health.v1 with
+    grpcio: NOT_SERVING keeps it unready, SERVING makes it Ready, a failing liveness service restarts it."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    c, image = node
+    status = health_pb2.HealthCheckResponse
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("0.0.0.0:0")
+    servicer.set("app", status.NOT_SERVING)
+    servicer.set("live", status.SERVING)
+    server.start()
+    try:
+        _apply(c, _pod_manifest("grpc-probed", image, "sleep 3600", hostNetwork=True, container={
+            "readinessProbe": {"grpc": {"port": port, "service": "app"}, "periodSeconds": 1},
+            "livenessProbe": {"grpc": {"port": port, "service": "live"}, "periodSeconds": 1,
+                              "failureThreshold": 2}}))
+        eventually(lambda: _running(c, "grpc-probed"), 60, "grpc-probed Running")
+        eventually(lambda: 'Readiness probe failed: service unhealthy (responded with "NOT_SERVING")'
+                   in c.kubectl("describe", "pod", "grpc-probed").stdout, 30, "an Unhealthy event")
+        assert _status(c, "grpc-probed")["ready"] is False
+        servicer.set("app", status.SERVING)
+        eventually(lambda: _status(c, "grpc-probed")["ready"] is True, 30, "Ready once the service serves")
+        assert _status(c, "grpc-probed")["restartCount"] == 0
+        servicer.set("live", status.NOT_SERVING)
+        eventually(lambda: _status(c, "grpc-probed")["restartCount"] >= 1, 60, "a liveness restart")
+    finally:
+        c.kubectl("delete", "pod", "grpc-probed", "--grace-period=1", check=False)
+        server.stop(None)
+
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
