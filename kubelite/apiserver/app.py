@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 INFO_KEY = web.RequestKey("info", requestinfo.RequestInfo | None)
 
 
+ADMISSION_PLUGINS = ("Priority", "ServiceAccount")
+"""The admission plugins that can be turned off (--disable-admission-plugins)."""
+
+
 @dataclass
 class ApiServerConfig:
     data_dir: Path = Path("/var/lib/kubelite")
@@ -45,6 +49,13 @@ class ApiServerConfig:
     service_cidr: str = "10.43.0.0/16"
     tls_san: list[str] = field(default_factory=list)
     advertise_address: str = "127.0.0.1"
+    disable_admission_plugins: list[str] = field(default_factory=list)
+    """Admission plugins to leave out, by upstream's names (ADMISSION_PLUGINS)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.disable_admission_plugins) - set(ADMISSION_PLUGINS)
+        if unknown:
+            raise ValueError(f"unknown admission plugins {sorted(unknown)}; known: {', '.join(ADMISSION_PLUGINS)}")
 
     @property
     def server_dir(self) -> Path:
@@ -71,9 +82,11 @@ class ApiServer:
         self.openapi = OpenAPI(self.registry, self.schemas)
         self.allocator = ServiceAllocator(config.service_cidr)
         self.crds = CrdServer(self.ctx)
+        plugins = {"Priority": PriorityAdmission(self.store, self.registry).admit,
+                   "ServiceAccount": ServiceAccountAdmission(self.store, self.registry).admit}
         self.store.admission += [self.allocator.admit, self.crds.admit,
-                                 PriorityAdmission(self.store, self.registry).admit,
-                                 ServiceAccountAdmission(self.store, self.registry).admit]
+                                 *(admit for name, admit in plugins.items()
+                                   if name not in config.disable_admission_plugins)]
         self.store.on_deleted.append(self.allocator.release)
         self.authenticator = Authenticator()
         self.writes = WritePriority()

@@ -61,6 +61,8 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
         click.option("--datastore-endpoint", default="", help="sqlite:///PATH (default: SQLite in the data dir)."),
         click.option("--tls-san", multiple=True, help="Extra host name or IP for the serving certificate."),
         click.option("--service-cidr", default="10.43.0.0/16", show_default=True, help="Service ClusterIP range."),
+        click.option("--disable-admission-plugins", default="",
+                     help="Comma-separated admission plugins to turn off: ServiceAccount, Priority."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]):
         fn = option(fn)
@@ -68,14 +70,20 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _config(data_dir: str, bind_address: str, https_port: int, advertise_address: str, datastore_endpoint: str,
-            tls_san: tuple[str, ...], service_cidr: str):  # noqa: ANN202 - imported lazily for a fast CLI
+            tls_san: tuple[str, ...], service_cidr: str,
+            disable_admission_plugins: str):  # noqa: ANN202 - imported lazily for a fast CLI
     from kubelite.apiserver.app import ApiServerConfig
     from kubelite.kubelet.node import default_address
     if not advertise_address:
         advertise_address = bind_address if bind_address not in ("0.0.0.0", "::") else default_address()
-    return ApiServerConfig(data_dir=Path(data_dir), bind_address=bind_address, https_port=https_port,
-                           datastore_endpoint=datastore_endpoint, service_cidr=service_cidr, tls_san=list(tls_san),
-                           advertise_address=advertise_address)
+    try:
+        return ApiServerConfig(data_dir=Path(data_dir), bind_address=bind_address, https_port=https_port,
+                               datastore_endpoint=datastore_endpoint, service_cidr=service_cidr,
+                               tls_san=list(tls_san), advertise_address=advertise_address,
+                               disable_admission_plugins=[p.strip() for p in disable_admission_plugins.split(",")
+                                                          if p.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--disable-admission-plugins") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,6 +140,8 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name:
         args += ["--datastore-endpoint", config.datastore_endpoint]
     for san in config.tls_san:
         args += ["--tls-san", san]
+    if config.disable_admission_plugins:
+        args += ["--disable-admission-plugins", ",".join(config.disable_admission_plugins)]
     extra = ["--verbose"] if verbose else []
     components = [Component("apiserver", args + extra)]
     for name, disabled in (("scheduler", disable_scheduler), ("controller-manager", disable_controller_manager)):

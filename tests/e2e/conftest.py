@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
-API_ONLY = ("--disable-scheduler", "--disable-controller-manager")
-"""start_server arguments for tests that run the component under test themselves, alone."""
+API_ONLY = ("--disable-scheduler", "--disable-controller-manager", "--disable-admission-plugins", "ServiceAccount")
+"""start_server arguments for tests that run the component under test themselves, alone (without the
+controller-manager no ServiceAccount is made, so pods are admitted without one, as upstream's integration tests do)."""
 
 
 def free_port() -> int:
@@ -99,8 +100,9 @@ class Cluster:
 
 
 def start_server(data_dir: Path, port: int, *extra_args: str, agent: str = "") -> Cluster:
-    """Start `kubelite server` (plus extra_args) and wait until the API answers; without its local agent unless
-    `agent` names the node it should register."""
+    """Start `kubelite server` (plus extra_args) and wait until the API answers (and, with the controller-manager,
+    until the default namespace has its ServiceAccount); without its local agent unless `agent` names the node it
+    should register."""
     kubeconfig = data_dir / "kubeconfig.yaml"
     log = data_dir / "server.log"
     node = ["--node-name", agent] if agent else ["--disable-agent"]
@@ -116,7 +118,9 @@ def start_server(data_dir: Path, port: int, *extra_args: str, agent: str = "") -
             raise RuntimeError(f"kubelite server exited: {log.read_text()[-3000:]}")
         if kubeconfig.exists():
             ready = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
-            if ready.returncode == 0 and cluster.kubectl("get", "ns", "default", check=False).returncode == 0:
+            waited_for = ("serviceaccount" if "--disable-controller-manager" not in extra_args else "namespace",
+                          "default")
+            if ready.returncode == 0 and cluster.kubectl("get", *waited_for, check=False).returncode == 0:
                 return cluster
         time.sleep(0.3)
     stop_server(cluster)

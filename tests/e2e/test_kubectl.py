@@ -257,6 +257,22 @@ def test_create_token_authenticates_as_the_service_account(cluster: Cluster, tmp
     cluster.kubectl("delete", "namespace", "tokens", "--wait=false")
 
 
+def test_pods_need_their_service_account(cluster: Cluster) -> None:
+    """A pod naming a ServiceAccount that does not exist is refused; one in a namespace made a moment ago gets the
+    "default" ServiceAccount the controller-manager makes for it."""
+    refused = cluster.kubectl("run", "ghostly", "--image=busybox", "--overrides",
+                              json.dumps({"spec": {"serviceAccountName": "ghost"}}), check=False)
+    assert refused.returncode != 0
+    assert ('pods "ghostly" is forbidden: error looking up service account default/ghost: serviceaccount "ghost" '
+            "not found") in refused.stderr
+    cluster.kubectl("create", "namespace", "fresh-sa")
+    cluster.kubectl("run", "first", "--image=busybox", "-n", "fresh-sa")
+    pod = cluster.get_json("pod", "first", "-n", "fresh-sa")
+    assert pod["spec"]["serviceAccountName"] == "default"
+    assert any(v["name"].startswith("kube-api-access-") for v in pod["spec"]["volumes"])
+    cluster.kubectl("delete", "namespace", "fresh-sa", "--wait=false")
+
+
 def test_crd_and_custom_resources(cluster: Cluster) -> None:
     crd = textwrap.dedent("""\
         apiVersion: apiextensions.k8s.io/v1

@@ -21,7 +21,8 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[ApiServer, TestClient]]:
-    server = ApiServer(ApiServerConfig(data_dir=tmp_path), backend=MemoryBackend())
+    config = ApiServerConfig(data_dir=tmp_path, disable_admission_plugins=["ServiceAccount"])
+    server = ApiServer(config, backend=MemoryBackend())
     await server.open()
     server.authenticator.add_token(TOKEN, UserInfo("admin", groups=("system:masters",)))
     client = TestClient(TestServer(server.application()), headers=AUTH)

@@ -290,7 +290,8 @@ async def test_decode_events_splits_lines_across_chunks_and_raises_on_error_even
 @pytest.fixture
 async def memory_api(tmp_path: Path) -> AsyncIterator[tuple[ApiServer, ApiClient]]:
     """An in-process apiserver on plain HTTP whose datastore the test can compact."""
-    api = ApiServer(ApiServerConfig(data_dir=tmp_path), backend=MemoryBackend())
+    config = ApiServerConfig(data_dir=tmp_path, disable_admission_plugins=["ServiceAccount"])
+    api = ApiServer(config, backend=MemoryBackend())
     await api.open()
     api.authenticator.add_token("t", UserInfo("admin", groups=("system:masters",)))
     http = TestServer(api.application())

@@ -184,7 +184,8 @@ def dnat(pod: Pod, port: int = POD_PORT) -> str:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with contextlib.AsyncExitStack() as stack:
-        api = ApiServer(ApiServerConfig(data_dir=tmp_path / "api", service_cidr=SERVICE_CIDR), backend=MemoryBackend())
+        api = ApiServer(ApiServerConfig(data_dir=tmp_path / "api", service_cidr=SERVICE_CIDR,
+                                          disable_admission_plugins=["ServiceAccount"]), backend=MemoryBackend())
         await api.open()
         stack.push_async_callback(api.stop)
         api.authenticator.add_token("t", UserInfo("admin", groups=("system:masters",)))
