@@ -134,7 +134,8 @@ class Kubelet:
             client=self.client, runtime=self.runtime, runtime_name=version.name, puller=puller,
             volumes=VolumeManager(self.config.agent_dir / "pods", tokens=TokenManager(self.client).token),
             prober=self.prober, recorder=self.recorder,
-            node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory()),
+            node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory(),
+                          self.config.agent_dir / "seccomp"),
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
         await self._serve()
         adopted = await self.workers.adopt()

@@ -4,9 +4,11 @@ container (command, resources as cgroup settings, security context), as the kube
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from kubelite.api.quantity import parse_quantity
+from kubelite.kubelet.envvars import ConfigError
 from kubelite.kubelet.network.dnsfiles import hostname_and_domain
 from kubelite.kubelet.runtime.base import (
     Capabilities,
@@ -18,6 +20,7 @@ from kubelite.kubelet.runtime.base import (
     RootfsImage,
     SandboxConfig,
     SecurityContext,
+    SecurityProfile,
 )
 
 Obj = dict[str, Any]
@@ -81,9 +84,20 @@ def linux_resources(pod: Obj, container: Obj, machine_memory: int) -> LinuxResou
                           memory_limit_in_bytes=int(memory_limit or 0), oom_score_adj=oom)
 
 
-def security_context(pod: Obj, container: Obj) -> SecurityContext:
+def seccomp_profile(profile: Obj | None, seccomp_dir: Path) -> SecurityProfile:
+    """A seccompProfile as the runtime's profile; a Localhost one names a file under seccomp_dir."""
+    kind = (profile or {}).get("type") or "Unconfined"
+    if kind != "Localhost":
+        return SecurityProfile(kind)
+    relative = str((profile or {}).get("localhostProfile") or "")
+    if not relative or relative.startswith("/") or ".." in Path(relative).parts:
+        raise ConfigError(f"localhostProfile {relative!r} must be a relative path inside {seccomp_dir}")
+    return SecurityProfile("Localhost", str(seccomp_dir / relative))
+
+
+def security_context(pod: Obj, container: Obj, seccomp_dir: Path) -> SecurityContext:
     """The container's security context over the pod's (runAsUser/Group, supplemental and fs groups,
-    privileged, capabilities, read-only root, allowPrivilegeEscalation)."""
+    privileged, capabilities, read-only root, allowPrivilegeEscalation, seccompProfile)."""
     pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
     sc = container.get("securityContext") or {}
     caps = sc.get("capabilities") or {}
@@ -98,7 +112,8 @@ def security_context(pod: Obj, container: Obj) -> SecurityContext:
         capabilities=Capabilities(add=list(caps.get("add") or []), drop=list(caps.get("drop") or [])),
         readonly_rootfs=bool(sc.get("readOnlyRootFilesystem")),
         no_new_privs=sc.get("allowPrivilegeEscalation") is False and not privileged,
-        masked_paths=[] if sc.get("procMount") == "Unmasked" else None)
+        masked_paths=[] if sc.get("procMount") == "Unmasked" else None,
+        seccomp=seccomp_profile(sc.get("seccompProfile") or pod_sc.get("seccompProfile"), seccomp_dir))
 
 
 def run_as_non_root_error(pod: Obj, container: Obj, image: RootfsImage) -> str:
@@ -120,7 +135,8 @@ def run_as_non_root_error(pod: Obj, container: Obj, image: RootfsImage) -> str:
 
 
 def container_config(pod: Obj, container: Obj, image: RootfsImage, attempt: int, env: dict[str, str],
-                     mounts: list[Mount], machine_memory: int, init: bool = False) -> ContainerConfig:
+                     mounts: list[Mount], machine_memory: int, seccomp_dir: Path,
+                     init: bool = False) -> ContainerConfig:
     """The runtime's ContainerConfig for one attempt of a container."""
     meta = pod["metadata"]
     return ContainerConfig(
@@ -129,7 +145,8 @@ def container_config(pod: Obj, container: Obj, image: RootfsImage, attempt: int,
         working_dir=container.get("workingDir", ""), mounts=mounts, tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")), stdin_once=bool(container.get("stdinOnce")),
         log_path=f"{container['name']}/{attempt}.log",
-        resources=linux_resources(pod, container, machine_memory), security=security_context(pod, container),
+        resources=linux_resources(pod, container, machine_memory),
+        security=security_context(pod, container, seccomp_dir),
         labels={POD_NAME_LABEL: meta["name"], POD_NAMESPACE_LABEL: meta["namespace"], POD_UID_LABEL: meta["uid"],
                 CONTAINER_NAME_LABEL: container["name"], **({INIT_LABEL: "true"} if init else {})},
         annotations={"io.kubernetes.container.terminationMessagePath":

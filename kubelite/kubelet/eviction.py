@@ -75,7 +75,7 @@ class EvictionManager:
     def __init__(self, thresholds: Thresholds, signals: Callable[[], Awaitable[dict[str, float]]],
                  pods: Callable[[], list[Obj]], usage: Callable[[list[Obj]], Awaitable[dict[str, int]]],
                  collect_images: Callable[[int], Awaitable[int]],
-                 evict: Callable[[Obj, str], Awaitable[None]]):
+                 evict: Callable[[Obj, str], None]):
         self.thresholds = thresholds
         self.signals = signals
         self.pods = pods
@@ -109,11 +109,11 @@ class EvictionManager:
             usage = await self.usage(live)
             victim = rank_for_memory(live, usage)[0]
             used = usage.get(victim["metadata"]["uid"], 0)
-            await self.evict(victim, f"The node was low on resource: memory. Threshold quantity: "
-                                     f"{self.thresholds.memory_available}, available: "
-                                     f"{int(signals['memory_available'])}. Pod was using {used} bytes, request is "
-                                     f"{int(_request(victim, 'memory'))}.")
+            self.evict(victim, f"The node was low on resource: memory. Threshold quantity: "
+                               f"{self.thresholds.memory_available}, available: "
+                               f"{int(signals['memory_available'])}. Pod was using {used} bytes, request is "
+                               f"{int(_request(victim, 'memory'))}.")
         elif signals["nodefs_available_ratio"] < self.thresholds.nodefs_available:
             victim = sorted(live, key=lambda p: (p.get("spec") or {}).get("priority", 0))[0]
-            await self.evict(victim, "The node was low on resource: ephemeral-storage. Threshold quantity: "
-                                     f"{self.thresholds.nodefs_available:.0%}.")
+            self.evict(victim, "The node was low on resource: ephemeral-storage. Threshold quantity: "
+                               f"{self.thresholds.nodefs_available:.0%}.")

@@ -65,6 +65,8 @@ class NodeInfo:
     address: str
     allocatable: dict[str, str]
     memory_bytes: int
+    seccomp_dir: Path
+    """Where Localhost seccomp profiles live (the kubelet's <root>/seccomp)."""
 
 
 @dataclass
@@ -81,6 +83,8 @@ class PodRecord:
     """Failed set-ups of the pod's volumes in a row: the retry waits 0.5 s, doubling up to MOUNT_RETRY_MAX."""
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     image_ids: dict[str, str] = field(default_factory=dict)
+    evicted: str = ""
+    """Why node-pressure eviction chose this pod; its next sync fails it (syncs of one pod never overlap)."""
     done: bool = False
 
 
@@ -166,7 +170,9 @@ class PodWorkers:
             return
         if rec is None:
             rec = self.records[uid] = PodRecord(uid, key)
-        if not rec.done:
+        if rec.evicted and not rec.done:
+            await self._fail(pod, rec, "Evicted", rec.evicted)
+        elif not rec.done:
             await self._sync_live(pod, rec)
 
     async def _sync_live(self, pod: Obj, rec: PodRecord) -> None:
@@ -247,13 +253,15 @@ class PodWorkers:
         rec.done = True
         await self._patch_status(pod, {"phase": "Failed", "reason": reason, "message": message})
 
-    async def evict(self, pod: Obj, message: str) -> None:
-        """Node-pressure eviction: the pod fails with reason Evicted (its controller replaces it elsewhere)."""
+    def evict(self, pod: Obj, message: str) -> None:
+        """Node-pressure eviction: the pod's next sync fails it with reason Evicted (its controller replaces it
+        elsewhere)."""
         rec = self.records.get(pod["metadata"]["uid"])
-        if rec is None or rec.done:
+        if rec is None or rec.done or rec.evicted:
             return
+        rec.evicted = message
         self._event(pod, "Warning", "Evicted", message)
-        await self._fail(pod, rec, "Evicted", message)
+        self.requeue(rec.key, 0)
 
     async def memory_usage(self, pods: list[Obj]) -> dict[str, int]:
         """Working-set bytes per pod uid, from its containers' cgroups."""
@@ -364,7 +372,8 @@ class PodWorkers:
             env = await container_env(pod, container, fetch, self.services(), self.node.allocatable)
             mounts = self.volumes.mounts(container, rec.volumes or {}, self._readonly_volumes(pod))
             mounts += self._pod_files(pod, rec, container, attempt)
-            config = container_config(pod, container, image, attempt, env, mounts, self.node.memory_bytes, init)
+            config = container_config(pod, container, image, attempt, env, mounts, self.node.memory_bytes,
+                                      self.node.seccomp_dir, init)
         except PullFailed as exc:
             rec.waiting[name] = (exc.reason, exc.message)
             self.requeue(rec.key, max(exc.retry_after, 1.0))

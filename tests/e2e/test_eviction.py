@@ -36,12 +36,15 @@ def test_memory_pressure_evicts_a_pod(tmp_path: Path) -> None:
             "nodeName": NODE, "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False,
             "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}}
         cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
-        status = eventually(lambda: (lambda s: s if s.get("phase") == "Failed" else None)(
-            cluster.get_json("pod", "victim")["status"]), 60, "the pod evicted")
+        try:
+            status = eventually(lambda: (lambda s: s if s.get("phase") == "Failed" else None)(
+                cluster.get_json("pod", "victim")["status"]), 60, "the pod evicted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its status: {cluster.get_json('pod', 'victim')['status']}") from None
         assert status["reason"] == "Evicted" and "low on resource: memory" in status["message"]
         assert "Evicted" in cluster.kubectl("describe", "pod", "victim").stdout
-        cluster.kubectl("delete", "pod", "victim", "--wait=true", "--timeout=60s")
     finally:
+        cluster.kubectl("delete", "pod", "victim", "--wait=true", "--timeout=60s", check=False)
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(30)
         stop_server(cluster)

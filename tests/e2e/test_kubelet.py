@@ -213,6 +213,37 @@ def test_grpc_probes_ask_the_pods_health_service(node: tuple[Cluster, str]) -> N
         server.stop(None)
 
 
+def test_seccomp_profiles_confine_containers(node: tuple[Cluster, str]) -> None:
+    """RuntimeDefault filters the container (new user namespaces refused), Unconfined does not, a Localhost profile
+    from the node's seccomp dir applies its own rules, and a missing one is a CreateContainerError."""
+    c, image = node
+    probe = ("grep Seccomp: /proc/self/status; if unshare -U true; then echo userns-allowed; "
+             "else echo userns-refused; fi; mkdir /tmp/made && echo mkdir-allowed; sleep 3600")
+    profiles = c.data_dir / "agent" / "seccomp"
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "no-mkdir.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}))
+    cases = {"confined": {"type": "RuntimeDefault"}, "unconfined": {"type": "Unconfined"},
+             "custom": {"type": "Localhost", "localhostProfile": "no-mkdir.json"},
+             "lost": {"type": "Localhost", "localhostProfile": "missing.json"}}
+    for name, profile in cases.items():
+        _apply(c, _pod_manifest(name, image, probe, securityContext={"seccompProfile": profile}))
+    for name in ("confined", "unconfined", "custom"):
+        eventually(lambda n=name: "mkdir" in c.kubectl("logs", n).stdout or "Permission denied" in c.kubectl(
+            "logs", n).stdout, 60, f"{name} ran its checks")
+    confined = c.kubectl("logs", "confined").stdout
+    assert "Seccomp:\t2" in confined and "userns-refused" in confined and "mkdir-allowed" in confined
+    unconfined = c.kubectl("logs", "unconfined").stdout
+    assert "Seccomp:\t0" in unconfined and "userns-allowed" in unconfined
+    custom = c.kubectl("logs", "custom").stdout
+    assert "Seccomp:\t2" in custom and "mkdir-allowed" not in custom and "Permission denied" in custom
+    waiting = eventually(lambda: _status(c, "lost").get("state", {}).get("waiting", {}).get("reason") ==
+                         "CreateContainerError" and _status(c, "lost")["state"]["waiting"], 60,
+                         "a missing profile refused")
+    assert "missing.json" in waiting["message"]
+    c.kubectl("delete", "pod", *cases, "--grace-period=1")
+
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 

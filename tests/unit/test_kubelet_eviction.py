@@ -49,7 +49,7 @@ async def test_a_round_collects_images_then_evicts_one_pod() -> None:
         collected.append(target)
         return target
 
-    async def evict(victim: dict, message: str) -> None:
+    def evict(victim: dict, message: str) -> None:
         evicted.append((victim["metadata"]["uid"], message))
 
     manager = EvictionManager(Thresholds(), read, lambda: [pod("a"), pod("b")], usage, collect, evict)

@@ -15,6 +15,7 @@ from kubelite.kubelet.runtime.base import (
     Mount,
     MountPropagation,
     SecurityContext,
+    SecurityProfile,
 )
 from kubelite.kubelet.runtime.bundle import (
     CAPABILITY_NAMES,
@@ -170,6 +171,53 @@ def test_spec_privileged_and_devices() -> None:
     assert privileged["process"]["capabilities"]["bounding"] == HOST.capabilities
     assert privileged["process"]["noNewPrivileges"] is False
     assert "rw" in {m["destination"]: m for m in privileged["mounts"]}["/sys"]["options"]
+
+
+def _denied(profile: dict[str, Any]) -> set[str]:
+    """Syscalls the profile refuses whatever their arguments."""
+    return {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" and not rule.get("args")
+            for name in rule["names"]}
+
+
+def test_runtime_default_seccomp_follows_capabilities() -> None:
+    def profile(**security: Any) -> dict[str, Any] | None:
+        config = ContainerConfig(name="a", image=Image(config={"Cmd": ["x"]}),
+                                 security=SecurityContext(seccomp=SecurityProfile("RuntimeDefault"), **security))
+        return spec(config)["linux"].get("seccomp")
+
+    plain = profile()
+    assert plain is not None and plain["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert {"keyctl", "userfaultfd", "kexec_load", "mount", "unshare", "setns", "reboot", "bpf"} <= _denied(plain)
+    assert not {"read", "execve", "clone", "ptrace", "chroot"} & _denied(plain)
+    namespaced = [r for r in plain["syscalls"] if r["names"] == ["clone"]]
+    assert {r["args"][0]["value"] for r in namespaced} >= {0x10000000, 0x40000000}, "clone(CLONE_NEWUSER/NEWNET)"
+    assert all(r["args"][0]["op"] == "SCMP_CMP_MASKED_EQ" for r in namespaced)
+    assert {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38} in plain["syscalls"]
+    admin = profile(capabilities=Capabilities(add=["SYS_ADMIN"]))
+    assert admin is not None and "mount" not in _denied(admin) and "keyctl" in _denied(admin)
+    assert not [r for r in admin["syscalls"] if r["names"] == ["clone"]]
+    assert profile(privileged=True) is None, "privileged containers run unconfined"
+    assert "seccomp" not in spec(ContainerConfig(name="a", image=Image(config={"Cmd": ["x"]})))["linux"]
+
+
+def test_localhost_seccomp_profile_in_docker_format() -> None:
+    docker = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+              "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]},
+                          {"architecture": "SCMP_ARCH_S390X", "subArchitectures": ["SCMP_ARCH_S390"]}],
+              "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                           {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                           {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_CHROOT"]}},
+                           {"name": "mkdir", "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+    config = ContainerConfig(name="a", image=Image(config={"Cmd": ["x"]}),
+                             security=SecurityContext(seccomp=SecurityProfile("Localhost", "/p.json")))
+    linux = spec(config, seccomp_profile=docker)["linux"]["seccomp"]
+    assert linux["defaultAction"] == "SCMP_ACT_ERRNO" and linux["defaultErrnoRet"] == 1
+    assert linux["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    names = [rule["names"] for rule in linux["syscalls"]]
+    assert ["read", "write"] in names and ["mkdir"] in names
+    assert ["mount"] not in names, "needs CAP_SYS_ADMIN, not among the default capabilities"
+    assert ["chroot"] not in names, "excluded when CAP_SYS_CHROOT is held, as it is by default"
+    assert {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13} in linux["syscalls"]
 
 
 def test_exec_process_keeps_user_and_env() -> None:

@@ -167,8 +167,16 @@ class Capabilities:
 
 
 @dataclass(slots=True)
+class SecurityProfile:
+    """CRI SecurityProfile: Unconfined, RuntimeDefault, or Localhost with the profile file's path."""
+
+    type: str = "Unconfined"
+    localhost_ref: str = ""
+
+
+@dataclass(slots=True)
 class SecurityContext:
-    """CRI LinuxContainerSecurityContext (no SELinux, AppArmor or seccomp profiles)."""
+    """CRI LinuxContainerSecurityContext (no SELinux or AppArmor profiles)."""
 
     run_as_user: int | None = None
     run_as_username: str = ""
@@ -181,6 +189,7 @@ class SecurityContext:
     masked_paths: list[str] | None = None
     """None: the runtime's defaults (/proc/kcore, ...); [] unmasks everything (procMount Unmasked)."""
     readonly_paths: list[str] | None = None
+    seccomp: SecurityProfile = field(default_factory=SecurityProfile)
 
 
 @dataclass(slots=True)

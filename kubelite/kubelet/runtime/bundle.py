@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubelite.kubelet.runtime import seccomp
 from kubelite.kubelet.runtime.base import ContainerConfig, MountPropagation, SecurityContext
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -206,8 +207,10 @@ def _resources(config: ContainerConfig, host: HostInfo, device_rules: list[dict[
 
 
 def build_spec(config: ContainerConfig, sandbox: SandboxContext, user: UserIds, host: HostInfo, *,
-               cgroups_path: str, devices: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The OCI runtime spec; devices are OCI linux.devices entries (all host devices for a privileged one)."""
+               cgroups_path: str, devices: list[dict[str, Any]] | None = None,
+               seccomp_profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OCI runtime spec; devices are OCI linux.devices entries (all host devices for a privileged one),
+    seccomp_profile the Localhost profile file's content when the container asks for one."""
     security = config.security
     image = image_settings(config.image.config)
     caps = capabilities(security, host.capabilities)
@@ -231,6 +234,10 @@ def build_spec(config: ContainerConfig, sandbox: SandboxContext, user: UserIds, 
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     }
+    if not security.privileged and security.seccomp.type == "RuntimeDefault":
+        linux["seccomp"] = seccomp.runtime_default(caps)
+    elif not security.privileged and security.seccomp.type == "Localhost" and seccomp_profile is not None:
+        linux["seccomp"] = seccomp.localhost(seccomp_profile, caps)
     if MountPropagation.BIDIRECTIONAL in propagations:
         linux["rootfsPropagation"] = "rshared"
     elif MountPropagation.HOST_TO_CONTAINER in propagations:

@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
-from kubelite.kubelet.runtime import cgroups, namespaces, podfiles, reaper, rootfs, spawn, syscalls
+from kubelite.kubelet.runtime import cgroups, namespaces, podfiles, reaper, rootfs, seccomp, spawn, syscalls
 from kubelite.kubelet.runtime.base import (
     ContainerConfig,
     ContainerEvent,
@@ -376,6 +376,9 @@ class RuncRuntime(RuntimeService):
         sandbox = self._sandbox(sandbox_id)
         if sandbox.state != SandboxState.READY:
             raise FailedPreconditionError(f"sandbox {sandbox_id} is not ready")
+        profile = config.security.seccomp
+        localhost = (await asyncio.to_thread(seccomp.read_profile, Path(profile.localhost_ref))
+                     if profile.type == "Localhost" else None)
         container_id = secrets.token_hex(32)
         directory = self.store.containers / container_id
         image = image_settings(config.image.config)
@@ -393,7 +396,7 @@ class RuncRuntime(RuntimeService):
         live = self._live[container_id] = _Live()
         stdio: Stdio | None = None
         try:
-            await in_thread(lambda: self._write_bundle(config, context, record))
+            await in_thread(lambda: self._write_bundle(config, context, record, localhost))
             stdio = container_stdio(directory, config.tty, config.stdin, config.stdin_once)
             live.stdin_fd = stdio.agent_stdin
             console = self.run_dir / "console" / f"{secrets.token_hex(8)}.sock" if config.tty else None
@@ -414,8 +417,10 @@ class RuncRuntime(RuntimeService):
         self._emit(record, ContainerEventType.CREATED)
         return container_id
 
-    def _write_bundle(self, config: ContainerConfig, context: SandboxContext, record: ContainerRecord) -> None:
-        """Mount the rootfs, write config.json, make the stdio FIFOs and the log's directory (for a worker thread)."""
+    def _write_bundle(self, config: ContainerConfig, context: SandboxContext, record: ContainerRecord,
+                      localhost: dict[str, Any] | None) -> None:
+        """Mount the rootfs, write config.json (with the Localhost seccomp profile's content, if any), make the stdio
+        FIFOs and the log's directory (for a worker thread)."""
         assert self.host is not None
         directory = Path(record.dir)
         bundle = directory / "bundle"
@@ -424,7 +429,8 @@ class RuncRuntime(RuntimeService):
         image = image_settings(config.image.config)
         user = rootfs.resolve_user(bundle / "rootfs", str(image.get("User") or ""), config.security)
         devices = rootfs.host_devices() if config.security.privileged else rootfs.requested_devices(config.devices)
-        spec = build_spec(config, context, user, self.host, cgroups_path=record.cgroups_path, devices=devices)
+        spec = build_spec(config, context, user, self.host, cgroups_path=record.cgroups_path, devices=devices,
+                          seccomp_profile=localhost)
         (bundle / "config.json").write_bytes(orjson.dumps(spec))
         make_fifos(directory, config.tty, config.stdin)
         if record.log_path:
