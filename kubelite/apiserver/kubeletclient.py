@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from kubelite.apiserver import pki
+from kubelite.client.bodies import read_at_most
 
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 KUBELET_CLIENT_GROUPS = ["system:masters"]
@@ -99,7 +100,7 @@ async def _read_refusals(request: aiohttp.ClientRequest, handler: Any) -> aiohtt
     """Client middleware: an upgrade the kubelet refuses raises KubeletRefused with the kubelet's message."""
     response = await handler(request)
     if request.headers.get("Upgrade") and response.status != 101:
-        body = await response.content.read(MAX_ERROR_BODY)
+        body = (await read_at_most(response.content, MAX_ERROR_BODY))[:MAX_ERROR_BODY]
         response.release()
         raise KubeletRefused(response.status, body.decode(errors="replace").strip())
     return response

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from kubelite.api import protobuf
 from kubelite.apiserver import errors
+from kubelite.client.bodies import read_at_most
 
 MAX_BODY = 3 * 1024 * 1024
 
@@ -58,7 +59,7 @@ async def read_body(request: web.Request) -> Any:
     """Decode a JSON or YAML body; bodies over 3 MiB are refused with 413."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise errors.too_large()
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_at_most(request.content, MAX_BODY)
     if len(raw) > MAX_BODY:
         raise errors.too_large()
     return decode_body(raw, body_type(request))

@@ -14,6 +14,7 @@ from kubelite.apiserver import errors, negotiation, subresources, views, watch
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.objects import ListOptions, WriteOptions
 from kubelite.apiserver.requestinfo import RequestInfo
+from kubelite.client.bodies import read_at_most
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/strategic-merge-patch+json")
@@ -135,7 +136,7 @@ async def delete_options(request: web.Request) -> dict[str, Any]:
     """DeleteOptions from the body (kubectl sends one) merged with the query parameters."""
     options: dict[str, Any] = {}
     if request.can_read_body:
-        raw = await request.content.read(negotiation.MAX_BODY + 1)
+        raw = await read_at_most(request.content, negotiation.MAX_BODY)
         if raw.strip():
             body = negotiation.decode_body(raw, negotiation.body_type(request), ("v1", "DeleteOptions"))
             if not isinstance(body, dict):
@@ -170,7 +171,7 @@ async def patch_function(ctx: ApiContext, request: web.Request, rt: ResourceType
         raise errors.StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
                                  "format - accepted media types include: application/json-patch+json, "
                                  "application/merge-patch+json, application/apply-patch+yaml")
-    raw = await request.content.read(negotiation.MAX_BODY + 1)
+    raw = await read_at_most(request.content, negotiation.MAX_BODY)
     if len(raw) > negotiation.MAX_BODY:
         raise errors.too_large()
     body = negotiation.decode_body(raw, "application/json")

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from kubelite.client.bodies import read_at_most
 from kubelite.client.events import EventRecorder
 from kubelite.kubelet import grpcprobe
 from kubelite.kubelet.runtime.base import RuntimeService
@@ -186,7 +187,7 @@ class Prober:
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
         headers.setdefault("User-Agent", USER_AGENT)
         async with self._http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=limit)) as response:
-            body = (await response.content.read(MAX_OUTPUT)).decode(errors="replace")
+            body = (await read_at_most(response.content, MAX_OUTPUT))[:MAX_OUTPUT].decode(errors="replace")
             if 200 <= response.status < 400:
                 return True, ""
             return False, f"HTTP probe failed with statuscode: {response.status}" + (f" {body}" if body else "")

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from kubelite import __version__
+from kubelite.client.bodies import read_at_most
 from kubelite.kubelet.images.config import AuthConfig, Endpoint, RegistryConfig
 from kubelite.kubelet.images.errors import DigestMismatch, ManifestError, RegistryError
 from kubelite.kubelet.images.manifest import ACCEPT, MANIFEST_MAX, parse_document, sha256_digest
@@ -205,7 +206,7 @@ class RegistryClient:
                     raise RegistryError(f"{text} {where}", response.status, codes)
                 if (response.content_length or 0) > MANIFEST_MAX:
                     raise RegistryError(f"manifest larger than {MANIFEST_MAX} bytes {where}")
-                raw = await response.content.read(MANIFEST_MAX + 1)
+                raw = await read_at_most(response.content, MANIFEST_MAX)
                 content_type = response.headers.get("Content-Type", "")
         except CONNECTION_ERRORS as err:
             raise RegistryError(f"{err or type(err).__name__} {where}") from err
