@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from kubelite.kubelet.network.routes import DEFAULT_BACKEND, RouteManager, pod_m
 from kubelite.kubelet.node import KUBELET_PORT, Machine, NodeAgent, default_address
 from kubelite.kubelet.podworker import NodeInfo, PodWorkers
 from kubelite.kubelet.probes import Prober
+from kubelite.kubelet.runtime import syscalls
 from kubelite.kubelet.runtime.base import DNSConfig
 from kubelite.kubelet.runtime.runc import RuncRuntime
 from kubelite.kubelet.server import KubeletServer, Located
@@ -81,6 +83,18 @@ class AgentConfig:
         return Path("/run/kubelite") / self.node_name
 
 
+def state_on_tmpfs(path: Path) -> None:
+    """Keep the node's runtime state (runc's root, namespace pins, secret and token volumes) in memory, as /run is on
+    most systems: where it is on disk, mount a tmpfs here, but only while nothing but empty directories is there, so
+    that the state of containers already running is never hidden."""
+    path.mkdir(parents=True, exist_ok=True)
+    if syscalls.filesystem_type(str(path)) == syscalls.TMPFS_MAGIC or any(
+            not entry.is_dir() or entry.is_symlink() or os.path.ismount(entry) for entry in path.rglob("*")):
+        return
+    syscalls.mount("tmpfs", str(path), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=0755")
+    log.info("mounted a tmpfs on %s for the runtime's state (this machine's /run is not one)", path)
+
+
 class Kubelet:
     """One node's kubelet; run() until cancelled, containers keep running when it stops."""
 
@@ -123,6 +137,7 @@ class Kubelet:
     async def run(self) -> None:
         """Start the runtime (adopting what a previous agent left), register, then sync pods until cancelled."""
         self.network.mtu = await pod_mtu(self.config.pod_network_backend, self.address)
+        await asyncio.to_thread(state_on_tmpfs, self.config.run_dir)
         await self.runtime.start()
         version = await self.runtime.version()
         node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
@@ -132,7 +147,8 @@ class Kubelet:
         puller = ImagePuller(self.images, self.recorder)
         self.workers = PodWorkers(
             client=self.client, runtime=self.runtime, runtime_name=version.name, puller=puller,
-            volumes=VolumeManager(self.config.agent_dir / "pods", tokens=TokenManager(self.client).token),
+            volumes=VolumeManager(self.config.agent_dir / "pods", self.config.run_dir / "pods",
+                                  tokens=TokenManager(self.client).token),
             prober=self.prober, recorder=self.recorder,
             node=NodeInfo(self.config.node_name, self.address, self.machine.allocatable(), self.machine.memory(),
                           self.config.agent_dir / "seccomp"),

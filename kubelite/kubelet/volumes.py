@@ -1,6 +1,7 @@
 """Pod volumes on the node: emptyDir (disk or tmpfs), hostPath with type checks, configMap, secret, downwardAPI and
 projected files (service account tokens too) written atomically (so updates reach running pods whole), and claims
-bound to local volumes."""
+bound to local volumes. Secret, downwardAPI and projected files live on a tmpfs, as upstream's memory-backed
+volumes do, so secrets and tokens never reach the disk."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ PLUGIN_DIRS = {"emptyDir": "kubernetes.io~empty-dir", "hostPath": "kubernetes.io
                "configMap": "kubernetes.io~configmap", "secret": "kubernetes.io~secret",
                "downwardAPI": "kubernetes.io~downward-api", "projected": "kubernetes.io~projected",
                "persistentVolumeClaim": "kubernetes.io~local-volume"}
+MEMORY_KINDS = ("secret", "downwardAPI", "projected")
 PROPAGATION = {"HostToContainer": MountPropagation.HOST_TO_CONTAINER,
                "Bidirectional": MountPropagation.BIDIRECTIONAL}
 
@@ -174,10 +176,12 @@ def _chown_group(path: Path, gid: int) -> None:
 
 
 class VolumeManager:
-    """Lays out each pod's volumes under ROOT/<uid>/volumes/<plugin>/<name> and answers the container mounts."""
+    """Lays out each pod's volumes under ROOT/<uid>/volumes/<plugin>/<name> (MEMORY_ROOT for MEMORY_KINDS, a
+    tmpfs) and answers the container mounts."""
 
-    def __init__(self, root: Path, tokens: Tokens | None = None):
+    def __init__(self, root: Path, memory_root: Path, tokens: Tokens | None = None):
         self.root = root
+        self.memory_root = memory_root
         self.tokens = tokens
 
     def pod_dir(self, uid: str) -> Path:
@@ -193,7 +197,8 @@ class VolumeManager:
             if not kind:
                 raise MountError(f"volume {volume.get('name')!r}: this kubelet cannot mount {sorted(volume)}")
             source = volume[kind] or {}
-            path = self.pod_dir(uid) / "volumes" / PLUGIN_DIRS[kind] / volume["name"]
+            base = self.memory_root if kind in MEMORY_KINDS else self.root
+            path = base / uid / "volumes" / PLUGIN_DIRS[kind] / volume["name"]
             if kind == "hostPath":
                 path = Path(source["path"])
                 await asyncio.to_thread(_check_host_path, path, source.get("type", ""))
@@ -289,7 +294,7 @@ class VolumeManager:
         return mounts
 
     async def teardown(self, uid: str) -> None:
-        """Unmount the pod's tmpfs volumes and remove its directory (hostPath and claims are left alone)."""
+        """Unmount the pod's tmpfs volumes and remove its directories (hostPath and claims are left alone)."""
         directory = self.pod_dir(uid)
 
         def remove() -> None:
@@ -299,5 +304,6 @@ class VolumeManager:
                     if os.path.ismount(volume):
                         subprocess.run(["umount", "-l", str(volume)], capture_output=True)
             shutil.rmtree(directory, ignore_errors=True)
+            shutil.rmtree(self.memory_root / uid, ignore_errors=True)
 
         await asyncio.to_thread(remove)

@@ -263,6 +263,8 @@ def test_pods_get_service_account_credentials_as_upstream_mounts_them(node: tupl
     assert c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/namespace").stdout == "default"
     ca = c.kubectl("exec", "incluster", "--", "cat", f"{SERVICE_ACCOUNT_DIR}/ca.crt").stdout
     assert ca.startswith("-----BEGIN CERTIFICATE-----")
+    assert c.kubectl("exec", "incluster", "--", "stat", "-f", "-c", "%T", SERVICE_ACCOUNT_DIR).stdout.strip() == \
+        "tmpfs", "the token is kept in memory on the node, as upstream keeps it"
     review = json.loads(c.kubectl("--kubeconfig", str(token_kubeconfig(c, tmp_path / "pod.kubeconfig", token)),
                                   "auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
     assert review["username"] == "system:serviceaccount:default:default", review

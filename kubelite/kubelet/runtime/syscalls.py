@@ -1,4 +1,4 @@
-"""Linux system calls Python 3.11 lacks (mount, unshare, setns, prctl, sethostname), through ctypes, and the
+"""Linux system calls Python 3.11 lacks (mount, statfs, unshare, setns, prctl, sethostname), through ctypes, and the
 network interface ioctls (index, flags), which cost microseconds, less than a netlink round trip."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
+TMPFS_MAGIC = 0x01021994
 PR_SET_CHILD_SUBREAPER = 36
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -41,6 +42,13 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
     """mount(2)."""
     _check(_libc.mount(source.encode(), str(target).encode(), fstype.encode() if fstype else None,
                        ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+
+
+def filesystem_type(path: str) -> int:
+    """statfs(2)'s f_type of the filesystem holding path (TMPFS_MAGIC for a tmpfs)."""
+    buf = ctypes.create_string_buffer(256)
+    _check(_libc.statfs(path.encode(), buf), f"statfs {path}")
+    return struct.unpack_from("l", buf)[0]
 
 
 def umount(target: str, flags: int = 0) -> None:
