@@ -16,6 +16,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from kubelite.api import protowire
+
 METHOD = "/grpc.health.v1.Health/Check"
 SERVING_STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 GRPC_CODES = {1: "Canceled", 2: "Unknown", 3: "InvalidArgument", 4: "DeadlineExceeded", 5: "NotFound",
@@ -34,19 +36,12 @@ class RpcError(Exception):
         self.message = message
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def request_message(service: str) -> bytes:
     """A length-prefixed HealthCheckRequest: field 1 (service) as a string, left out when empty."""
-    name = service.encode()
-    body = b"\x0a" + _varint(len(name)) + name if name else b""
+    message = protowire.Writer()
+    if service:
+        message.string(1, service)
+    body = message.getvalue()
     return b"\x00" + len(body).to_bytes(4, "big") + body
 
 
@@ -54,37 +49,16 @@ def response_status(data: bytes) -> int:
     """The status (field 1) of a length-prefixed HealthCheckResponse; 0 (UNKNOWN) when absent."""
     if len(data) < 5 or data[0] != 0:
         raise RpcError(13, "malformed or compressed health response")
-    body, i, status = data[5:5 + int.from_bytes(data[1:5], "big")], 0, 0
-    while i < len(body):
-        key, i = _read_varint(body, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _read_varint(body, i)
-            if field == 1:
-                status = value
-        elif wire == 2:
-            length, i = _read_varint(body, i)
-            i += length
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise RpcError(13, f"health response has an unknown wire type {wire}")
+    try:
+        status = protowire.read_message(data[5:5 + int.from_bytes(data[1:5], "big")]).get(1, [0])[-1]
+    except ValueError as exc:
+        raise RpcError(13, f"malformed health response: {exc}") from None
+    if not isinstance(status, int):
+        raise RpcError(13, "malformed health response: the status is not a varint")
     return status
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data):
-            raise RpcError(13, "truncated health response")
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if not byte & 0x80:
-            return value, i
-
-
-async def check(host: str, port: int, service: str, user_agent: str) -> int:
+async def check(host: str, port: int, authority: str, service: str, user_agent: str) -> int:
     """Call Health/Check; the serving status, or RpcError for a non-OK grpc-status; OSError when the connection
     fails. Bound it with a timeout."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -92,7 +66,6 @@ async def check(host: str, port: int, service: str, user_agent: str) -> int:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         stream = conn.get_next_available_stream_id()
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", METHOD),
                                    (":authority", authority), ("content-type", "application/grpc"),
                                    ("te", "trailers"), ("user-agent", user_agent)])
@@ -142,7 +115,7 @@ async def probe(host: str, port: int, service: str, limit: float, user_agent: st
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         async with asyncio.timeout(limit):
-            status = await check(host, port, service, user_agent)
+            status = await check(host, port, address, service, user_agent)
     except TimeoutError:
         return False, f"timeout: health rpc did not complete within {limit:g}s"
     except RpcError as exc:
