@@ -1,4 +1,4 @@
-"""Fixtures every test directory may use: the local docker-registry ones (registered here, at the root, so pytest
-imports tests.registry first and rewrites its asserts)."""
+"""Fixtures every test directory may use: the local docker-registry ones and containerd's (registered here, at the
+root, so pytest imports tests.registry and tests.containerd first and rewrites their asserts)."""
 
-pytest_plugins = ["tests.registry"]
+pytest_plugins = ["tests.registry", "tests.containerd"]

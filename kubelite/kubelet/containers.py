@@ -46,12 +46,14 @@ def sandbox_config(pod: Obj, dns: DNSConfig | None, attempt: int = 0) -> Sandbox
     ports = [PortMapping(p["containerPort"], p["hostPort"], p.get("protocol", "TCP"), p.get("hostIP", ""))
              for c in spec.get("containers") or [] for p in c.get("ports") or [] if p.get("hostPort")]
     sysctls = {s["name"]: s["value"] for s in (spec.get("securityContext") or {}).get("sysctls") or []}
+    privileged = any((c.get("securityContext") or {}).get("privileged")
+                     for kind in ("initContainers", "containers", "ephemeralContainers") for c in spec.get(kind) or [])
     return SandboxConfig(
         name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], attempt=attempt,
         hostname="" if spec.get("hostNetwork") else hostname, log_directory=pod_log_dir(pod),
         host_network=bool(spec.get("hostNetwork")), host_pid=bool(spec.get("hostPID")),
         host_ipc=bool(spec.get("hostIPC")), share_process_namespace=bool(spec.get("shareProcessNamespace")),
-        dns=dns, port_mappings=ports, sysctls=sysctls,
+        dns=dns, port_mappings=ports, privileged=privileged, sysctls=sysctls,
         labels={POD_NAME_LABEL: meta["name"], POD_NAMESPACE_LABEL: meta["namespace"], POD_UID_LABEL: meta["uid"]},
         annotations=dict(meta.get("annotations") or {}))
 

@@ -109,6 +109,8 @@ class SandboxConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     cgroup_parent: str = ""
     """The pod's cgroup (cgroupfs path); empty: /kubelite/pod<uid>."""
+    privileged: bool = False
+    """Some container of the pod is privileged (CRI runtimes then make the sandbox privileged too)."""
     sysctls: dict[str, str] = field(default_factory=dict)
     """Namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) set in the pod's namespaces."""
 
