@@ -12,15 +12,34 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# What the node agent and the tests run: the OCI runtime, packet filter, a local registry, busybox for test images.
-packages="runc nftables iproute2 openssl docker-registry busybox-static etcd-server kmod"
+# What the node agent and the tests run: the OCI runtime, packet filter, a local registry, busybox for test images,
+# and containerd with the CNI plugins (the optional CRI runtime, `--container-runtime-endpoint`).
+packages="runc nftables iproute2 openssl docker-registry busybox-static etcd-server kmod containerd
+          containernetworking-plugins"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "installing Debian packages:" $missing
   apt-get update -qq
+  # No package may start its service while installing (policy-rc.d, which deb-systemd-invoke honours): the tests
+  # start registries and containerd of their own, and a user picks a CRI runtime with a flag.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  # docker-registry's own service is not wanted: the tests start registries of their own on loopback.
-  command -v systemctl >/dev/null && systemctl disable --now docker-registry 2>/dev/null || true
+  if [ "$own_policy" = 1 ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  # Nor start at boot: only the services of packages installed just now are disabled, never a user's own.
+  for service in docker-registry containerd; do
+    case " $(echo $missing) " in
+      *" $service "*) command -v systemctl >/dev/null && systemctl disable --now "$service" 2>/dev/null || true ;;
+    esac
+  done
 fi
 
 python=${PYTHON:-python3}

@@ -112,7 +112,11 @@ class _RichProgress:
 
 @click.group()
 def image() -> None:
-    """Manage the node's images: pull, list, remove and import archives."""
+    """Manage the node's images: pull, list, remove and import archives.
+
+    These are the embedded runtime's images. A node run with --container-runtime-endpoint uses its CRI runtime's
+    images instead: manage those with the runtime's tools (e.g. `ctr -n k8s.io images`, `crictl`).
+    """
 
 
 @image.command()

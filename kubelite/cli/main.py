@@ -20,6 +20,8 @@ DEFAULT_DATA_DIR = "/var/lib/kubelite"
 DEFAULT_KUBECONFIG = "/etc/kubelite/kubelite.yaml"
 POD_NETWORK_BACKENDS = ("host-gw", "vxlan")
 """kubelite.kubelet.network.routes.BACKENDS, spelled out to keep the CLI's imports light."""
+DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
+"""kubelite.kubelet.network.cni.DEFAULT_CONF_DIR, likewise."""
 
 
 QUIET_LIBRARIES = ("asyncio",)
@@ -118,14 +120,19 @@ COMPONENT_IDENTITIES = {
 @click.option("--private-registry", default=None, help="The local agent's registries.yaml (see `agent`).")
 @click.option("--pod-network-backend", type=click.Choice(POD_NETWORK_BACKENDS), default=None,
               help="The local agent's pod network backend (see `agent`).")
+@click.option("--container-runtime-endpoint", default=None,
+              help="The local agent's CRI runtime socket, e.g. unix:///run/containerd/containerd.sock (see `agent`).")
+@click.option("--cni-conf-dir", default=None, help="Where the local agent writes the CNI config (see `agent`).")
 def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name: str | None, disable_scheduler: bool,
            disable_controller_manager: bool, private_registry: str | None, pod_network_backend: str | None,
-           **kwargs: object) -> None:
+           container_runtime_endpoint: str | None, cni_conf_dir: str | None, **kwargs: object) -> None:
     """Start the control plane and a local node agent (each its own process); write the admin kubeconfig."""
     _setup_logging(verbose)
     from kubelite.apiserver import pki
     from kubelite.cli.supervisor import Component, supervise
     config = _config(**kwargs)  # type: ignore[arg-type]
+    if container_runtime_endpoint:
+        container_runtime_endpoint = _cri_endpoint(container_runtime_endpoint)
     hosts = [h for h in {config.bind_address, config.advertise_address, *config.tls_san} if h and h != "0.0.0.0"]
     certs = pki.ensure_pki(config.server_dir / "tls", hosts)
     host = config.advertise_address if config.bind_address in ("0.0.0.0", "::") else config.bind_address
@@ -161,8 +168,21 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name:
             agent_args += ["--private-registry", private_registry]
         if pod_network_backend:
             agent_args += ["--pod-network-backend", pod_network_backend]
+        if container_runtime_endpoint:
+            agent_args += ["--container-runtime-endpoint", container_runtime_endpoint]
+        if cni_conf_dir:
+            agent_args += ["--cni-conf-dir", cni_conf_dir]
         components.append(Component("agent", agent_args + extra))
     asyncio.run(supervise(components))
+
+
+def _cri_endpoint(text: str) -> str:
+    """The endpoint as `unix:///path`, or a usage error naming the flag."""
+    from kubelite.kubelet.agent import cri_endpoint
+    try:
+        return cri_endpoint(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--container-runtime-endpoint") from None
 
 
 def kubeconfig_option(fn: click.decorators.FC) -> click.decorators.FC:
@@ -260,15 +280,23 @@ def _client_config(kubeconfig: str | None, server: str | None, token: str | None
 @click.option("--pod-network-backend", type=click.Choice(POD_NETWORK_BACKENDS), default="host-gw", show_default=True,
               help="How pods reach pods on other nodes: host-gw (routes via node IPs on a shared link) or vxlan.")
 @click.option("--cleanup", is_flag=True, help="Remove the node's Service rules when the agent stops.")
+@click.option("--container-runtime-endpoint", default="",
+              help="Run pods with this CRI runtime instead of the embedded runc: its socket, e.g. "
+                   "unix:///run/containerd/containerd.sock. Images are then the runtime's (pulled and configured "
+                   "by it), and the runtime's CNI plugins (bridge, host-local, portmap) wire pods up from the config "
+                   "the agent writes to --cni-conf-dir.")
+@click.option("--cni-conf-dir", default=DEFAULT_CNI_CONF_DIR, show_default=True, type=click.Path(),
+              help="The CRI runtime's CNI config directory, where the agent writes its network config.")
 def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: str, data_dir: str,
-          private_registry: str, eviction_hard: str, pod_network_backend: str, cleanup: bool, **kwargs: Any) -> None:
+          private_registry: str, eviction_hard: str, pod_network_backend: str, cleanup: bool,
+          container_runtime_endpoint: str, cni_conf_dir: str, **kwargs: Any) -> None:
     """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
     from kubelite.kubelet.hollow import fleet_names, parse_labels, parse_taints
     if runtime == "fake":
         _run_hollow([node_name] if node_name else fleet_names(node_name_prefix, 1), **kwargs)
         return
     _setup_logging(kwargs["verbose"])
-    from kubelite.kubelet.agent import AgentConfig, run_agent
+    from kubelite.kubelet.agent import AgentConfig, AgentStartError, run_agent
     from kubelite.kubelet.eviction import ThresholdError, parse_eviction_hard
     try:
         thresholds = parse_eviction_hard(eviction_hard)
@@ -276,12 +304,17 @@ def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: s
         raise click.BadParameter(str(exc), param_hint="--eviction-hard") from None
     config = AgentConfig(data_dir=Path(data_dir), node_ip=node_ip, labels=parse_labels(kwargs["node_label"]),
                          taints=parse_taints(kwargs["node_taint"]), private_registry=Path(private_registry),
-                         thresholds=thresholds, pod_network_backend=pod_network_backend, cleanup=cleanup)
+                         thresholds=thresholds, pod_network_backend=pod_network_backend, cleanup=cleanup,
+                         container_runtime_endpoint=_cri_endpoint(container_runtime_endpoint)
+                         if container_runtime_endpoint else "", cni_conf_dir=Path(cni_conf_dir))
     if node_name:
         config.node_name = node_name
     joined = bool(kwargs["server"] and kwargs["token"])
-    _run(run_agent(_client_config(kwargs["kubeconfig"], kwargs["server"], kwargs["token"]), config,
-                   joined_with_token=joined))
+    try:
+        _run(run_agent(_client_config(kwargs["kubeconfig"], kwargs["server"], kwargs["token"]), config,
+                       joined_with_token=joined))
+    except AgentStartError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 main.add_command(image)

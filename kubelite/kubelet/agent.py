@@ -1,5 +1,7 @@
-"""`kubelite agent`: the kubelet of this machine, wiring the runc runtime, image store, pod network, volumes,
-probes and pod workers to the API server (a pod informer for this node, a work queue of pod keys)."""
+"""`kubelite agent`: the kubelet of this machine, wiring a runtime with its images and pod network (the embedded runc
+runtime, image store and bridge; or a CRI runtime such as containerd, its image service and the CNI config the agent
+writes for it), volumes, probes and pod workers to the API server (a pod informer for this node, a work queue of pod
+keys)."""
 
 from __future__ import annotations
 
@@ -23,18 +25,20 @@ from kubelite.client.store import key_of
 from kubelite.client.workqueue import WorkQueue
 from kubelite.dns.app import run_dns
 from kubelite.kubelet.eviction import EvictionManager, Thresholds
+from kubelite.kubelet.grpcchannel import RpcError
 from kubelite.kubelet.heartbeat import KUBELET_VERSION
-from kubelite.kubelet.imagepull import ImagePuller
+from kubelite.kubelet.imagepull import ImagePuller, ImageService
 from kubelite.kubelet.images.config import load_registries
 from kubelite.kubelet.images.store import ImageStore
 from kubelite.kubelet.network import dnsfiles
+from kubelite.kubelet.network.cni import DEFAULT_CONF_DIR, CniNetwork
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.kubelet.network.routes import DEFAULT_BACKEND, RouteManager, pod_mtu
 from kubelite.kubelet.node import KUBELET_PORT, Machine, NodeAgent, default_address
 from kubelite.kubelet.podworker import NodeInfo, PodWorkers
 from kubelite.kubelet.probes import Prober
 from kubelite.kubelet.runtime import syscalls
-from kubelite.kubelet.runtime.base import DNSConfig
+from kubelite.kubelet.runtime.base import DNSConfig, RuntimeService, RuntimeServiceError, RuntimeVersion
 from kubelite.kubelet.runtime.runc import RuncRuntime
 from kubelite.kubelet.server import KubeletServer, Located
 from kubelite.kubelet.tokens import TokenManager
@@ -48,6 +52,8 @@ DNS_PORT = 53
 NODE_HOSTS = Path("/etc/hosts")
 RESYNC = 10.0
 """Every pod of the node is synced at least this often (probes, back-offs and volume refreshes ride on it)."""
+RUNTIME_START_TIMEOUT = 30.0
+"""How long a CRI runtime may take to answer its first calls."""
 
 
 @dataclass
@@ -72,6 +78,10 @@ class AgentConfig:
     """Remove the Service rules when the agent stops (containers keep running either way)."""
     pod_network_backend: str = DEFAULT_BACKEND
     """How pods reach pods on other nodes: host-gw (routes via node IPs) or vxlan (an overlay)."""
+    container_runtime_endpoint: str = ""
+    """A CRI runtime's socket (unix:///run/containerd/containerd.sock); empty: the embedded runc runtime."""
+    cni_conf_dir: Path = DEFAULT_CONF_DIR
+    """Where the CRI runtime reads its CNI network config, which the agent writes."""
 
     @property
     def agent_dir(self) -> Path:
@@ -95,6 +105,26 @@ def state_on_tmpfs(path: Path) -> None:
     log.info("mounted a tmpfs on %s for the runtime's state (this machine's /run is not one)", path)
 
 
+class AgentStartError(Exception):
+    """The agent cannot start; the message says why and what to do."""
+
+
+def cri_endpoint(text: str) -> str:
+    """A CRI endpoint as `unix:///path`: from that form or a bare absolute path (as k3s takes it); ValueError for
+    anything else (only unix sockets are supported, as upstream's kubelet on Linux)."""
+    path = text.removeprefix("unix://")
+    if not path.startswith("/") or "://" in path:
+        raise ValueError(f"{text!r} is not a unix socket endpoint: write unix:///path/to/runtime.sock")
+    return f"unix://{path}"
+
+
+def socket_problem(path: Path) -> str:
+    """What keeps a client from connecting to a unix socket at path, "" if nothing visible does."""
+    if path.is_socket():
+        return ""
+    return f"{path} is not a socket" if path.exists() else f"{path} does not exist"
+
+
 class Kubelet:
     """One node's kubelet; run() until cancelled, containers keep running when it stops."""
 
@@ -102,15 +132,17 @@ class Kubelet:
         self.client = client
         self.config = config
         self.address = config.node_ip or default_address()
-        self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
-                                     cluster_cidr=config.cluster_cidr)
+        self.network: BridgeNetwork | CniNetwork
+        self.runtime: RuntimeService
+        self.images: ImageService
+        if config.container_runtime_endpoint:
+            self._use_cri(config.container_runtime_endpoint)
+        else:
+            self._use_runc()
         self.informers = SharedInformerFactory(client)
         self.proxier = Proxier(self.informers, config.node_name, config.cluster_cidr)
         self.routes = RouteManager(client, config.node_name, self.address, config.pod_network_backend,
                                    on_pod_cidr=self._pod_cidr, informers=self.informers)
-        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
-                                   cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
-        self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
         self.recorder = EventRecorder(client, "kubelet", config.node_name)
         self.queue = WorkQueue()
         self.pods = self.informers.informer(PODS, field_selector=f"spec.nodeName={config.node_name}")
@@ -121,6 +153,59 @@ class Kubelet:
         self._host_dns = dnsfiles.parse_resolv_conf(host_resolv) if host_resolv is not None else None
         self.workers: PodWorkers | None = None
         self.server: KubeletServer | None = None
+
+    def _use_runc(self) -> None:
+        """The embedded runtime: runc, the agent's image store and its in-process bridge network."""
+        config = self.config
+        self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
+                                     cluster_cidr=config.cluster_cidr)
+        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
+                                   cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
+        self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
+
+    def _use_cri(self, endpoint: str) -> None:
+        """A CRI runtime: its runtime and image services over one gRPC connection, pods in this node's cgroup as
+        with runc, the pod network by its CNI plugins from the config this agent writes (registries.yaml does not
+        apply: registries are the runtime's to configure)."""
+        from kubelite.kubelet.runtime.cri import CriRuntime
+        from kubelite.kubelet.runtime.criimages import CriImageService
+        config = self.config
+        self.network = CniNetwork(config.cni_conf_dir, config.agent_dir / "network", pod_cidr=config.pod_cidr,
+                                  cluster_cidr=config.cluster_cidr)
+        runtime = CriRuntime(endpoint, cgroup_root=f"/kubelite/{config.node_name}")
+        self.runtime = runtime
+        self.images = CriImageService(runtime.client.channel)
+
+    async def _start_runtime(self) -> RuntimeVersion:
+        """Start the runtime and ask its version, with the run dir in memory (runc's state and the secret volumes
+        live there). A CRI runtime is reached first, before anything on the machine changes; one that cannot be
+        reached is an AgentStartError."""
+        endpoint = self.config.container_runtime_endpoint
+        if not endpoint:
+            await asyncio.to_thread(state_on_tmpfs, self.config.run_dir)
+            await self.runtime.start()
+            return await self.runtime.version()
+        version = await self._connect(endpoint)
+        await asyncio.to_thread(state_on_tmpfs, self.config.run_dir)
+        return version
+
+    async def _connect(self, endpoint: str) -> RuntimeVersion:
+        """The CRI runtime started and its version, or an AgentStartError saying what is wrong and what to do."""
+        problem = await asyncio.to_thread(socket_problem, Path(endpoint.removeprefix("unix://")))
+        if problem:
+            raise AgentStartError(f"no CRI runtime listens at {endpoint}: {problem}. Start the runtime (e.g. "
+                                  "containerd) first, or point --container-runtime-endpoint at its socket.")
+        try:
+            async with asyncio.timeout(RUNTIME_START_TIMEOUT):
+                await self.runtime.start()
+                return await self.runtime.version()
+        except (OSError, TimeoutError, RpcError, RuntimeServiceError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError) and not str(exc):
+                reason = f"no answer in {RUNTIME_START_TIMEOUT:.0f} s"
+            raise AgentStartError(f"cannot use the CRI runtime at {endpoint}: {reason}. Is a CRI runtime (containerd "
+                                  "with its cri plugin enabled) running there? Check its log, or point "
+                                  "--container-runtime-endpoint at the right socket.") from None
 
     def dns(self, pod: Obj) -> DNSConfig | None:
         """The pod's resolv.conf settings (cluster DNS first for ClusterFirst pods)."""
@@ -137,9 +222,9 @@ class Kubelet:
     async def run(self) -> None:
         """Start the runtime (adopting what a previous agent left), register, then sync pods until cancelled."""
         self.network.mtu = await pod_mtu(self.config.pod_network_backend, self.address)
-        await asyncio.to_thread(state_on_tmpfs, self.config.run_dir)
-        await self.runtime.start()
-        version = await self.runtime.version()
+        version = await self._start_runtime()
+        if isinstance(self.network, CniNetwork):
+            await self.network.start()
         node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
                          f"{version.name}://{version.version}", labels=self.config.labels, taints=self.config.taints,
                          port=self.config.kubelet_port, on_pod_cidr=self._pod_cidr)
@@ -155,8 +240,8 @@ class Kubelet:
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
         await self._serve()
         adopted = await self.workers.adopt()
-        live = [s.id for s in await self.runtime.list_pod_sandboxes()]
-        await self.network.sync(live)
+        if isinstance(self.network, BridgeNetwork):
+            await self.network.sync([s.id for s in await self.runtime.list_pod_sandboxes()])
         self.pods.add_handlers(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new),
                                on_delete=self._enqueue)
         self.informers.start()
@@ -174,6 +259,8 @@ class Kubelet:
                 group.create_task(self._eviction(puller).run())
                 group.create_task(self._cluster_dns())
                 group.create_task(self.proxier.run(asyncio.Event()))
+                if isinstance(self.network, CniNetwork):
+                    group.create_task(self.network.run())
                 for _ in range(POD_WORKERS):
                     group.create_task(self._worker())
         finally:

@@ -3,18 +3,49 @@ report the reasons Kubernetes shows (ErrImagePull, ImagePullBackOff, ErrImageNev
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from kubelite.client.events import EventRecorder
 from kubelite.kubelet.backoff import Backoff
-from kubelite.kubelet.images.config import credentials_from_secrets
+from kubelite.kubelet.images.config import AuthConfig, credentials_from_secrets
 from kubelite.kubelet.images.errors import ImageError, InvalidReference
 from kubelite.kubelet.images.reference import parse_reference
-from kubelite.kubelet.images.store import Image, ImageStore
+from kubelite.kubelet.images.store import Image
 
 Obj = dict[str, Any]
+PULL_FAILED = "failed to pull and unpack image"
+"""How containerd words a failed pull; the embedded store's errors get it too, a CRI runtime's have it already."""
+
+
+class ImageService(Protocol):
+    """The images of the node as the kubelet uses them: the embedded ImageStore, or a CRI runtime's image service."""
+
+    async def pull(self, ref: str, credentials: Mapping[str, AuthConfig] | None = None) -> Image:
+        """Pull the image (with these registry credentials); ImageError when it cannot be had."""
+        ...
+
+    async def get(self, ref_or_id: str) -> Image | None:
+        """An image by name or id, None when absent."""
+        ...
+
+    async def list(self) -> builtins.list[Image]:
+        """Every image of the node."""
+        ...
+
+    async def remove(self, ref_or_id: str) -> builtins.list[str]:
+        """Remove an image; returns the names removed."""
+        ...
+
+    async def usage(self) -> int:
+        """Bytes the images take on disk."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the images stay."""
+        ...
 
 
 class PullFailed(Exception):
@@ -36,9 +67,9 @@ def default_policy(image: str) -> str:
 
 
 class ImagePuller:
-    """The kubelet's image manager: one store, events on the pod, a back-off per pod and image."""
+    """The kubelet's image manager: one image service, events on the pod, a back-off per pod and image."""
 
-    def __init__(self, store: ImageStore, recorder: EventRecorder):
+    def __init__(self, store: ImageService, recorder: EventRecorder):
         self.store = store
         self.recorder = recorder
         self.backoff = Backoff()
@@ -74,7 +105,9 @@ class ImagePuller:
             image = await self.store.pull(ref, credentials_from_secrets(await secrets()))
         except ImageError as exc:
             self.backoff.next(key)
-            message = f'failed to pull and unpack image "{ref}": {exc}'
+            message = str(exc)
+            if not message.startswith(PULL_FAILED):
+                message = f'{PULL_FAILED} "{ref}": {message}'
             self.recorder.event(event, "Warning", "Failed", f'Failed to pull image "{ref}": {exc}')
             raise PullFailed("ErrImagePull", message, self.backoff.delay(key)) from None
         took = time.monotonic() - started

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import logging
 import os
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -108,6 +109,18 @@ def pod_mac(ip: IPv4Address) -> str:
     return "0a:58:" + ":".join(f"{octet:02x}" for octet in ip.packed)
 
 
+def random_mac() -> str:
+    """A random locally administered unicast MAC."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{octet:02x}" for octet in raw)
+
+
+def _unicast(mac: str) -> bool:
+    octets = bytes.fromhex(mac.replace(":", ""))
+    return len(octets) == 6 and any(octets) and not octets[0] & 1
+
+
 def write_sysctl(name: str, value: str) -> bool:
     """Set a sysctl (dotted name) if it differs; False when the key is missing on this kernel or not writable."""
     path = _SYSCTL / name.replace(".", "/")
@@ -161,17 +174,23 @@ def uplink_mtu(ipr: Rtnl) -> int:
 
 
 def ensure_bridge(ipr: Rtnl, name: str, gateway: IPv4Interface, mtu: int) -> int:
-    """Create the bridge if missing, give it the gateway address, bring it up; returns its ifindex."""
-    index = _lookup(ipr, name)
-    if index is None:
+    """Create the bridge if missing, pin its MAC, give it the gateway address, bring it up; returns its ifindex.
+
+    A bridge whose MAC was never set takes the lowest MAC of its ports (all zeros without ports), so it changes when
+    pods come and go, and the pods' ARP entries for their gateway go stale until they probe again (seconds without
+    the gateway). Setting it (to the one it has, if it is a unicast address) makes the kernel keep it.
+    """
+    if _lookup(ipr, name) is None:
         try:
             ipr.add_bridge(name, mtu)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
-        index = _lookup(ipr, name)
-        if index is None:
-            raise RuntimeError(f"bridge {name} vanished right after creation")
+    link = ipr.link(name)
+    if link is None:
+        raise RuntimeError(f"bridge {name} vanished right after creation")
+    index = link.index
+    ipr.set_mac(index, link.mac if _unicast(link.mac) else random_mac())
     if not _has_address(ipr, index, gateway):
         try:
             ipr.add_address(index, gateway)

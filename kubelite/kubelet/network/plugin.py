@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POD_CIDR = "10.42.0.0/24"
 DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
+BRIDGE = "kubelite0"
+"""The node's pod bridge, whichever runtime plugs pods into it (the NAT table's rules match it by name)."""
+NAT_TABLE = "kubelite-net"
 _OUR_VETH = re.compile(r"^veth[0-9a-f]{8}$")
 
 
@@ -85,9 +88,9 @@ class BridgeNetwork:
         state_dir: str | os.PathLike[str],
         pod_cidr: str = DEFAULT_POD_CIDR,
         cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
-        bridge: str = "kubelite0",
+        bridge: str = BRIDGE,
         mtu: int | None = None,
-        table: str = "kubelite-net",
+        table: str = NAT_TABLE,
     ) -> None:
         if not 0 < len(bridge) <= 15:
             raise ValueError(f"bridge name {bridge!r} must have 1 to 15 characters")

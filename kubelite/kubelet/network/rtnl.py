@@ -148,6 +148,10 @@ class Rtnl(nl.NetlinkSocket):
         """Bring a link up (and set its MTU, if given)."""
         self.request(RTM_NEWLINK, _ifinfo(index, IFF_UP, IFF_UP) + (nl.u32(IFLA_MTU, mtu) if mtu else b""))
 
+    def set_mac(self, index: int, mac: str) -> None:
+        """Set a link's MAC address; the kernel then counts it as set by the user (a bridge keeps it for good)."""
+        self.request(RTM_NEWLINK, _ifinfo(index) + nl.attr(IFLA_ADDRESS, _mac_bytes(mac)))
+
     def delete_link(self, index: int) -> None:
         self.request(RTM_DELLINK, _ifinfo(index))
 
