@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from kubelite.kubelet.runtime import syscalls
 from tests.images import busybox_image, push
 from tests.registry import Registry, start_registry, stop_registry
 
@@ -220,8 +221,10 @@ def start_containerd(workdir: Path) -> Containerd:
         config = workdir / "config.toml"
         config.write_text(render_config(workdir, pause_image))
         with open(workdir / "containerd.log", "ab") as log:
+            # containerd adopts and reaps its shims (they daemonize): without that they would become children
+            # of this test process when an agent-like test made it a subreaper, and zombies once they end.
             proc = subprocess.Popen([CONTAINERD, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=syscalls.set_child_subreaper)
     except BaseException:
         stop_registry(registry)
         raise
