@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import inspect
 import json
 import os
@@ -42,7 +41,7 @@ from kubelite.kubelet.runtime.base import (
 )
 from kubelite.kubelet.runtime.bundle import CAPABILITY_NAMES
 from kubelite.kubelet.runtime.runc import RuncRuntime, host_info
-from kubelite.kubelet.runtime.runccli import SEALS, Runc, find_runc
+from kubelite.kubelet.runtime.runccli import find_runc
 
 BUSYBOX = Path("/usr/bin/busybox")
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,20 +238,7 @@ def host_sysctl(name: str) -> str:
     return Path("/proc/sys", name.replace(".", "/")).read_text().strip()
 
 
-def test_runc_runs_from_a_sealed_copy() -> None:
-    runc = Runc(find_runc(), Path("/nonexistent"))
-    runc.seal()
-    executable = runc.argv(Path("runc.log"), "list")[0]
-    assert os.readlink(executable).startswith("/memfd:runc")
-    with open(executable, "rb") as copy:
-        assert fcntl.fcntl(copy.fileno(), fcntl.F_GET_SEALS) == SEALS
-        assert copy.read() == Path(find_runc()).read_bytes()
-    runc.close()
-    assert runc.argv(Path("runc.log"), "list")[0] == find_runc()
-
-
 async def test_echo_logs_and_exit_codes_promptly(runtime: RuncRuntime, node: Node, image: BusyboxImage) -> None:
-    assert runtime.runc.executable.startswith("/proc/"), "containers start from the sealed copy of runc"
     config = pod(node)
     sandbox_id = await runtime.run_pod_sandbox(config)
     status = await runtime.pod_sandbox_status(sandbox_id)

@@ -180,7 +180,6 @@ class RuncRuntime(RuntimeService):
         syscalls.set_child_subreaper(True)
         self.host = host_info()
         self.runc.root.mkdir(parents=True, exist_ok=True)
-        self.runc.seal()
         for sandbox in self.store.load_sandboxes():
             self._sandboxes[sandbox.id] = sandbox
             if sandbox.state == SandboxState.READY and not all(
@@ -207,7 +206,6 @@ class RuncRuntime(RuntimeService):
                     await live.finishing
             live.close()
         self._live.clear()
-        self.runc.close()
 
     async def version(self) -> RuntimeVersion:
         """runc's version, e.g. runc://1.1.5."""

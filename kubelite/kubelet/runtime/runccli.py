@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
@@ -23,8 +22,6 @@ from kubelite.kubelet.runtime.base import RuntimeServiceError
 
 EXEC_FIFO = "exec.fifo"
 """In runc's state directory of a created container (libcontainer's execFifoFilename)."""
-SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-"""The seals runc looks for to know it already runs from a copy no container can overwrite."""
 
 
 class RuncError(RuntimeServiceError):
@@ -123,52 +120,16 @@ def console_socket(path: Path) -> Iterator[socket.socket]:
         path.unlink(missing_ok=True)
 
 
-def sealed_copy(binary: str) -> int:
-    """A memfd holding the binary, sealed against any change. Every `runc init` first makes sure it does not run
-    from a file a container could overwrite (CVE-2019-5736): unless /proc/self/exe is such a sealed memfd, it
-    bind-mounts itself read-only and re-executes, a tenth of a container's start. Run from this copy, it skips that."""
-    fd = os.memfd_create("runc", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        with open(binary, "rb") as source:
-            size = os.fstat(source.fileno()).st_size
-            copied = 0
-            while copied < size:
-                copied += os.sendfile(fd, source.fileno(), copied, size - copied)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 class Runc:
     """One runc binary with one state root; each call logs to the container's own runc.log."""
 
     def __init__(self, binary: str, root: Path):
         self.binary = binary
         self.root = root
-        self._sealed = -1
-
-    @property
-    def executable(self) -> str:
-        """What to execute: the sealed copy once `seal` made it, else the binary itself."""
-        return f"/proc/{os.getpid()}/fd/{self._sealed}" if self._sealed >= 0 else self.binary
-
-    def seal(self) -> None:
-        """Run runc from a sealed in-memory copy from now on (see sealed_copy); the file where that fails."""
-        if self._sealed < 0:
-            with contextlib.suppress(OSError):
-                self._sealed = sealed_copy(self.binary)
-
-    def close(self) -> None:
-        """Drop the sealed copy."""
-        if self._sealed >= 0:
-            os.close(self._sealed)
-            self._sealed = -1
 
     def argv(self, log: Path, *args: str) -> list[str]:
         """The command line of a runc call."""
-        return [self.executable, "--root", str(self.root), "--log", str(log), "--log-format", "json", *args]
+        return [self.binary, "--root", str(self.root), "--log", str(log), "--log-format", "json", *args]
 
     async def run(self, log: Path, *args: str) -> None:
         """Run a runc command to its end; RuncError with runc's message when it fails."""
