@@ -246,7 +246,7 @@ def runc_ids(root: Path) -> list[str]:
     return [entry["id"] for entry in json.loads(listed.stdout or "null") or []]
 
 
-def _shim_pids(socket: Path) -> list[int]:
+def shim_pids(socket: Path) -> list[int]:
     """The containerd-shim-runc-v2 processes started for the containerd at socket (they outlive it)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -285,7 +285,7 @@ def stop_containerd(daemon: Containerd) -> None:
     for container in runc_ids(daemon.runc_root):
         subprocess.run([RUNC, "--root", str(daemon.runc_root), "delete", "--force", container], capture_output=True,
                        timeout=30, check=False)
-    for pid in _shim_pids(daemon.socket):
+    for pid in shim_pids(daemon.socket):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
