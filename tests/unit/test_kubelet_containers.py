@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelite.kubelet.containers import security_context
+from kubelite.kubelet.containers import sandbox_config, security_context
 from kubelite.kubelet.envvars import ConfigError
 from kubelite.kubelet.runtime.base import SecurityProfile
 from kubelite.kubelet.runtime.seccomp import SeccompError, read_profile
@@ -45,3 +45,14 @@ def test_unreadable_profiles_are_named(tmp_path: Path) -> None:
         read_profile(tmp_path / "empty.json")
     (tmp_path / "ok.json").write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
     assert read_profile(tmp_path / "ok.json") == {"defaultAction": "SCMP_ACT_ALLOW"}
+
+
+def test_sandbox_is_privileged_when_a_container_is() -> None:
+    def pod(**init_context: object) -> dict[str, object]:
+        return {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                "spec": {"initContainers": [{"name": "setup", "securityContext": init_context}],
+                         "containers": [{"name": "app"}]}}
+
+    assert sandbox_config(pod(privileged=True), None).privileged
+    assert not sandbox_config(pod(privileged=False), None).privileged
+    assert not sandbox_config(pod(), None).privileged
