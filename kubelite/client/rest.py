@@ -23,6 +23,9 @@ PATCH_TYPES = {
     "json": "application/json-patch+json",
 }
 PatchType = Literal["merge", "strategic", "json"]
+MAX_CONNECTIONS = 8
+"""Connections a client keeps for its requests (watches have their own): an API server serves one request per
+connection at a time, and a handful keeps group commits full while sparing the handshakes of one per request."""
 WATCH_READ_MARGIN = 30.0
 """Seconds past timeoutSeconds after which a silent watch connection counts as dead."""
 
@@ -30,14 +33,15 @@ WATCH_READ_MARGIN = 30.0
 class ApiClient:
     """Talks to one API server; rate limited like client-go (qps/burst) so a busy component stays polite."""
 
-    def __init__(self, config: ClientConfig, *, qps: float = 50.0, burst: int = 100, max_connections: int = 100,
-                 timeout: float = 60.0, user_agent: str = f"kubelite/{__version__}"):
+    def __init__(self, config: ClientConfig, *, qps: float = 50.0, burst: int = 100,
+                 max_connections: int = MAX_CONNECTIONS, timeout: float = 60.0,
+                 user_agent: str = f"kubelite/{__version__}"):
         self.config = config
         self.limiter = TokenBucket(qps, burst) if qps > 0 else None
         self.max_connections = max_connections
         self.timeout = timeout
         self.user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -46,19 +50,23 @@ class ApiClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session and its pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the sessions and their connections."""
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
-    def _client_session(self) -> aiohttp.ClientSession:
-        """The session, made on first use inside the running loop (aiohttp requires one)."""
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.config.ssl_context or False,
-                                             keepalive_timeout=90)
-            self._session = aiohttp.ClientSession(connector=connector,
-                                                  headers={"Accept": JSON, "User-Agent": self.user_agent})
-        return self._session
+    def _client_session(self, kind: str = "requests") -> aiohttp.ClientSession:
+        """The session for requests (at most max_connections pooled connections: a burst of calls queues for them
+        instead of paying a TLS handshake each, on both sides) or for watches (one connection per watch, held for
+        its life, so watches never wait for requests nor requests for watches); made on first use inside the
+        running loop, as aiohttp requires."""
+        session = self._sessions.get(kind)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections if kind == "requests" else 0,
+                                             ssl=self.config.ssl_context or False, keepalive_timeout=90)
+            session = self._sessions[kind] = aiohttp.ClientSession(
+                connector=connector, headers={"Accept": JSON, "User-Agent": self.user_agent})
+        return session
 
     def _request_kwargs(self, params: dict[str, Any] | None, body: Any, content_type: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"headers": dict(self.config.request_headers())}
@@ -171,7 +179,7 @@ class ApiClient:
         read_timeout = timeout_seconds + WATCH_READ_MARGIN if timeout_seconds else None
         kwargs = self._request_kwargs(params, None, JSON)
         path = resource.path(namespace if resource.namespaced else None)
-        async with self._client_session().get(
+        async with self._client_session("watches").get(
                 self.config.server + path, timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
                                                                          sock_read=read_timeout),
                 **kwargs) as response:

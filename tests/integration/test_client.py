@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -261,6 +262,47 @@ async def test_watch_ends_at_timeout_seconds(client: ApiClient) -> None:
     events = [e async for e in client.watch(NAMESPACES, timeout_seconds=1)]
     assert time.monotonic() - started < 5
     assert {obj["metadata"]["name"] for _, obj in events} >= {"default", "kube-system"}
+
+
+def _connections_to(port: int) -> int:
+    """This process's established TCP connections to a local port (from /proc: socket inodes among its fds)."""
+    fds = Path("/proc/self/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                found += 1
+    return found
+
+
+async def test_requests_share_a_bounded_pool_and_watches_never_wait_for_it(server: Cluster) -> None:
+    async with ApiClient(load_kubeconfig(server.kubeconfig), qps=0, max_connections=2) as api:
+        ns = await _namespace(api, "pooled")
+        seen = [0, 0, 0]
+
+        async def watch(i: int) -> None:
+            async for type_, _ in api.watch(CONFIGMAPS, ns, timeout_seconds=30):
+                seen[i] += type_ == "ADDED"
+                if seen[i] == 30:
+                    return
+
+        watchers = [asyncio.create_task(watch(i)) for i in range(3)]
+        await asyncio.sleep(0.5)
+        created = await asyncio.wait_for(asyncio.gather(*(api.create(CONFIGMAPS, _cm(f"c{i}"), ns)
+                                                         for i in range(30))), 20)
+        assert len(created) == 30
+        assert _connections_to(server.port) <= 2 + 3
+        await asyncio.wait_for(asyncio.gather(*watchers), 10)
+        assert seen == [30, 30, 30]
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
