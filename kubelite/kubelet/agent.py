@@ -223,8 +223,7 @@ class Kubelet:
         """Start the runtime (adopting what a previous agent left), register, then sync pods until cancelled."""
         self.network.mtu = await pod_mtu(self.config.pod_network_backend, self.address)
         version = await self._start_runtime()
-        if isinstance(self.network, CniNetwork):
-            await self.network.start()
+        await self.network.start([s.id for s in await self.runtime.list_pod_sandboxes()])
         node = NodeAgent(self.client, self.config.node_name, self.address, self.machine,
                          f"{version.name}://{version.version}", labels=self.config.labels, taints=self.config.taints,
                          port=self.config.kubelet_port, on_pod_cidr=self._pod_cidr)
@@ -240,8 +239,6 @@ class Kubelet:
             dns=self.dns, hosts=self.hosts, services=self.services.store.list, requeue=self._requeue)
         await self._serve()
         adopted = await self.workers.adopt()
-        if isinstance(self.network, BridgeNetwork):
-            await self.network.sync([s.id for s in await self.runtime.list_pod_sandboxes()])
         self.pods.add_handlers(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new),
                                on_delete=self._enqueue)
         self.informers.start()
@@ -259,8 +256,7 @@ class Kubelet:
                 group.create_task(self._eviction(puller).run())
                 group.create_task(self._cluster_dns())
                 group.create_task(self.proxier.run(asyncio.Event()))
-                if isinstance(self.network, CniNetwork):
-                    group.create_task(self.network.run())
+                group.create_task(self.network.run())
                 for _ in range(POD_WORKERS):
                     group.create_task(self._worker())
         finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from kubelite.kubelet.network import plugin
 from kubelite.kubelet.network.bridge import host_ifname, pod_mac
 from kubelite.kubelet.network.nat import HostPort, NatEntry, host_ports, render
 from kubelite.kubelet.network.plugin import BridgeNetwork
@@ -398,6 +399,29 @@ async def test_sync_removes_unknown_veths_on_the_bridge(net: BridgeNetwork, name
         assert await net.sync(["sandbox-a"]) == []
         assert not link_exists(stray) and link_exists(host_ifname(BRIDGE, "sandbox-a"))
     finally:
+        ip_cmd(None, "link", "del", stray, check=False)
+
+
+async def test_run_mends_a_flushed_nat_table_and_stray_veths(net: BridgeNetwork, namespaces: Namespaces,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin, "RESYNC", 0.1)
+    a = namespaces.make("a")
+    await net.start([])
+    await net.setup("sandbox-a", a, pod_config("a", [hostport("TCP", 8080, 18084)]))
+    stray = "veth0123abce"
+    ip_cmd(None, "link", "add", stray, "type", "veth", "peer", "name", f"klstrax{SUFFIX}")
+    ip_cmd(None, "link", "set", stray, "master", BRIDGE)
+    await asyncio.to_thread(subprocess.run, ["nft", "delete", "table", "ip", TABLE], check=True)
+    running = asyncio.create_task(net.run())
+    try:
+        for _ in range(50):
+            if "18084" in nft_table() and not link_exists(stray):
+                break
+            await asyncio.sleep(0.1)
+        assert "18084" in nft_table() and not link_exists(stray)
+        assert link_exists(host_ifname(BRIDGE, "sandbox-a"))
+    finally:
+        running.cancel()
         ip_cmd(None, "link", "del", stray, check=False)
 
 

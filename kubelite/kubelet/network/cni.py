@@ -27,7 +27,7 @@ from kubelite.kubelet.network import bridge as links
 from kubelite.kubelet.network.ipam import parse_subnet
 from kubelite.kubelet.network.nat import NatTable
 from kubelite.kubelet.network.netlink import NetlinkError
-from kubelite.kubelet.network.plugin import BRIDGE, DEFAULT_CLUSTER_CIDR, DEFAULT_POD_CIDR, NAT_TABLE
+from kubelite.kubelet.network.plugin import BRIDGE, DEFAULT_CLUSTER_CIDR, DEFAULT_POD_CIDR, NAT_TABLE, RESYNC
 from kubelite.kubelet.network.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ DEFAULT_CONF_DIR = Path("/etc/cni/net.d")
 CONFLIST = "10-kubelite.conflist"
 NETWORK = "kubelite"
 CNI_VERSION = "1.0.0"
-RESYNC = 30.0
-"""The bridge, its gateways and the conflist are re-asserted this often."""
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
 """The files libcni takes for network configs."""
 
@@ -144,9 +142,10 @@ class CniNetwork:
             self.subnet = subnet
             self._apply()
 
-    async def start(self) -> None:
+    async def start(self, live_sandbox_ids: Iterable[str] = ()) -> None:
         """Sysctls, the bridge with its gateway and the NAT table first, the conflist last: once the runtime sees a
-        config, what its pods need is in place."""
+        config, what its pods need is in place. The runtime's plugins own the sandboxes' addresses and veths, so
+        there is nothing per sandbox to collect here."""
         await asyncio.to_thread(links.enable_host_forwarding)
         await self.nat.replace({})
         await asyncio.to_thread(self._apply)

@@ -1,7 +1,8 @@
 """BridgeNetwork: the runtime's pod network (setup/teardown per sandbox) from IPAM, bridge and NAT together.
 
 Each pod's record (address, veth, hostPorts) is kept on disk beside the IPAM reservations so that a restarted
-agent re-creates the same NAT table, and `sync` garbage-collects what belongs to sandboxes that are gone.
+agent re-creates the same NAT table, and `sync` garbage-collects what belongs to sandboxes that are gone. The agent
+drives either network class through the same lifecycle: `start` with the sandboxes the runtime has, then `run`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from kubelite.kubelet.network import bridge as links
 from kubelite.kubelet.network.ipam import HostLocalIPAM, check_sandbox_id, parse_subnet
 from kubelite.kubelet.network.nat import HostPort, NatEntry, NatTable, host_ports
+from kubelite.kubelet.network.netlink import NetlinkError
 from kubelite.kubelet.network.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
 BRIDGE = "kubelite0"
 """The node's pod bridge, whichever runtime plugs pods into it (the NAT table's rules match it by name)."""
 NAT_TABLE = "kubelite-net"
+RESYNC = 30.0
+"""A network re-asserts its bridge, gateways and NAT this often (someone may have removed them)."""
 _OUR_VETH = re.compile(r"^veth[0-9a-f]{8}$")
 
 
@@ -161,6 +165,20 @@ class BridgeNetwork:
         await asyncio.to_thread(self._teardown_links, sandbox_id)
         self.pods.pop(sandbox_id, None)
         await self.nat.remove(sandbox_id)
+
+    async def start(self, live_sandbox_ids: Iterable[str]) -> None:
+        """At agent start, once the runtime adopted its sandboxes: collect what belongs to the others (sync)."""
+        await self.sync(live_sandbox_ids)
+
+    async def run(self) -> None:
+        """sync() against this network's own records every RESYNC seconds, until cancelled: veths nobody owns,
+        gateways of old podCIDRs and a flushed NAT table are mended."""
+        while True:
+            await asyncio.sleep(RESYNC)
+            try:
+                await self.sync(list(self.pods))
+            except (OSError, NetlinkError) as exc:
+                log.warning("re-asserting the pod network on %s failed: %s", self.bridge, exc)
 
     async def sync(self, live_sandbox_ids: Iterable[str]) -> list[str]:
         """After a restart: release IPs, veths and NAT of every sandbox not in live_sandbox_ids, re-assert the
