@@ -1,6 +1,7 @@
 """The kubelet's pod sync: for one pod bound to this node, drive the runtime toward its spec (sandbox, volumes, init
 containers in order, containers with their restart policy and back-off, liveness kills, graceful termination) and
-post the status Kubernetes reports. One pod is synced by one worker at a time (the work queue guarantees it)."""
+post the status Kubernetes reports. One pod is synced by one worker at a time (the work queue guarantees it); a stop
+that waits out a grace period runs in a task of the pod's own, so it holds no worker, and requeues the pod when done."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -86,6 +87,8 @@ class PodRecord:
     evicted: str = ""
     """Why node-pressure eviction chose this pod; its next sync fails it (syncs of one pod never overlap)."""
     done: bool = False
+    stopping: asyncio.Task[None] | None = None
+    """A stop that waits out a grace period (deletion, liveness kill); the pod's syncs wait until it ends."""
 
 
 def should_restart(policy: str, exit_code: int) -> bool:
@@ -155,11 +158,18 @@ class PodWorkers:
         """Bring the pod with this key (or its absence) about on the node."""
         uid = pod["metadata"]["uid"] if pod is not None else ""
         for stale in [r for r in self.records.values() if r.key == key and r.uid != uid]:
+            if stale.stopping is not None:
+                stale.stopping.cancel()
             await self._kill(stale, None, 0)
             await self._clean(stale, None)
         if pod is None:
             return
         rec = self.records.get(uid)
+        if rec is not None and rec.stopping is not None:
+            if not rec.stopping.done():
+                return
+            stopping, rec.stopping = rec.stopping, None
+            stopping.result()  # a stop that failed raises here: the worker retries the pod with back-off
         if pod["metadata"].get("deletionTimestamp"):
             await self._delete(pod, rec)
             return
@@ -421,8 +431,12 @@ class PodWorkers:
         assert view.latest is not None
         self._event(pod, "Normal", "Killing", f"Container {view.name} failed liveness probe, will be restarted")
         self.prober.forget_container(rec.uid, view.name)
-        await self._stop_container(view.latest.id, self._grace(pod, view.spec))
-        self.requeue(rec.key, 0)
+        self._stop_in_background(rec, self._stop_container(view.latest.id, self._grace(pod, view.spec)))
+
+    def _stop_in_background(self, rec: PodRecord, stop: Coroutine[Any, Any, None]) -> None:
+        """Run a stop that may wait out a grace period as the pod's own task; the pod is synced again when it ends."""
+        rec.stopping = asyncio.create_task(stop)
+        rec.stopping.add_done_callback(lambda _: self.requeue(rec.key, 0))
 
     async def _stop_container(self, container_id: str, grace: float) -> None:
         with contextlib.suppress(NotFoundError):
@@ -491,14 +505,12 @@ class PodWorkers:
             await self.runtime.stop_pod_sandbox(rec.sandbox_id)
 
     async def _delete(self, pod: Obj, rec: PodRecord | None) -> None:
-        """A pod being deleted: kill it within its grace period, post the final status, then delete it for good."""
+        """A pod being deleted: kill it within its grace period (in the background), post the final status, then
+        delete it for good."""
         if rec is not None:
             if not rec.done:
-                await self._kill(rec, pod, None)
-                rec.done = True
-                inits, mains = await self._views(pod, rec)
-                with contextlib.suppress(ApiError):
-                    await self._post(pod, rec, inits, mains, sandbox_ready=False, initializing=False)
+                self._stop_in_background(rec, self._terminate(pod, rec))
+                return
             await self._clean(rec, pod)
         meta = pod["metadata"]
         try:
@@ -507,6 +519,14 @@ class PodWorkers:
         except ApiError as exc:
             if not (is_not_found(exc) or exc.code == 409):
                 raise
+
+    async def _terminate(self, pod: Obj, rec: PodRecord) -> None:
+        """Kill a deleted pod within its grace period and post its final status."""
+        await self._kill(rec, pod, None)
+        rec.done = True
+        inits, mains = await self._views(pod, rec)
+        with contextlib.suppress(ApiError):
+            await self._post(pod, rec, inits, mains, sandbox_ready=False, initializing=False)
 
     async def _clean(self, rec: PodRecord, pod: Obj | None) -> None:
         """Remove what is left of a pod: its sandbox and containers, volumes, logs and records."""

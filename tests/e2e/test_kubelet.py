@@ -326,6 +326,32 @@ def test_sigterm_is_trapped_within_the_grace_period(node: tuple[Cluster, str]) -
     assert took < 15, f"a trapped SIGTERM should end the pod well within its 20 s grace period, took {took:.1f}s"
 
 
+def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cluster, str]) -> None:
+    """More pods than the agent has workers, each ignoring SIGTERM for 60 s, are deleted; a new pod still starts at
+    once, and the old ones are killed only when their grace period ends."""
+    c, image = node
+    c.kubectl("create", "deployment", "stubborn", f"--image={image}", "--replicas=12", "--", "sleep", "3600")
+    c.kubectl("patch", "deployment", "stubborn", "-p",
+              '{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":60}}}}')
+    eventually(lambda: _phases(c, "app=stubborn") == ["Running"] * 12, 120, "12 stubborn replicas Running")
+    c.kubectl("scale", "deployment", "stubborn", "--replicas=0")
+    eventually(lambda: all(p["metadata"].get("deletionTimestamp")
+                           for p in c.get_json("pods", "-l", "app=stubborn")["items"]), 30, "all stubborn pods deleted")
+    started = time.monotonic()
+    c.kubectl("run", "prompt", f"--image={image}", "--", "sleep", "3600")
+    eventually(lambda: _running(c, "prompt"), 30, "the new pod Running")
+    took = time.monotonic() - started
+    assert took < 20, f"the new pod waited {took:.1f}s for pods in their grace period"
+    assert _phases(c, "app=stubborn") == ["Running"] * 12, "the stubborn pods were killed before their grace period"
+    c.kubectl("delete", "deployment", "stubborn")
+    c.kubectl("delete", "pods", "-l", "app=stubborn", "--grace-period=0", "--force", check=False)
+    c.kubectl("delete", "pod", "prompt", "--grace-period=1")
+
+
+def _phases(c: Cluster, selector: str) -> list[str]:
+    return sorted(p["status"].get("phase", "") for p in c.get_json("pods", "-l", selector)["items"])
+
+
 def test_replicas_reach_each_other_by_pod_ip(node: tuple[Cluster, str]) -> None:
     c, image = node
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"}, "spec": {
