@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -24,3 +26,28 @@ def remove(path: str) -> None:
     result = subprocess.run(["ip", "netns", "del", _name(path)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise OSError(f"ip netns del {_name(path)}: {result.stderr.strip()}")
+
+
+class Namespaces:
+    """Network namespaces made for one test (named after this process, so parallel runs never clash), removed at the
+    end; the `namespaces` fixture of tests/integration."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def make(self, name: str) -> str:
+        path = str(NETNS_DIR / f"kltest-{os.getpid() % 10000}-{name}")
+        if os.path.exists(path):
+            remove(path)
+        create(path)
+        self.paths.append(path)
+        return path
+
+    def remove(self, path: str) -> None:
+        remove(path)
+        self.paths.remove(path)
+
+    def cleanup(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                remove(path)

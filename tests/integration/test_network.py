@@ -22,7 +22,7 @@ from kubelite.kubelet.network.bridge import host_ifname, pod_mac
 from kubelite.kubelet.network.nat import HostPort, NatEntry, host_ports, render
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.kubelet.runtime.base import PortMapping, SandboxConfig
-from tests import netns
+from tests.netns import Namespaces
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
 
@@ -151,37 +151,6 @@ def default_route_mtu() -> str:
 def nft_table() -> str:
     done = subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True, text=True, check=False)
     return done.stdout
-
-
-class Namespaces:
-    """Network namespaces made for one test, removed at the end."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    def make(self, name: str) -> str:
-        path = f"/run/netns/kltest-{SUFFIX}-{name}"
-        if os.path.exists(path):
-            netns.remove(path)
-        netns.create(path)
-        self.paths.append(path)
-        return path
-
-    def remove(self, path: str) -> None:
-        netns.remove(path)
-        self.paths.remove(path)
-
-    def cleanup(self) -> None:
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                netns.remove(path)
-
-
-@pytest.fixture
-def namespaces() -> Iterator[Namespaces]:
-    made = Namespaces()
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from tests.integration.test_network import (
     OUTSIDE_HOST_IP,
     OUTSIDE_IP,
     OUTSIDE_VETH,
-    Namespaces,
     PeerServer,
     ip_cmd,
     link_outside,
     ping,
     seen,
 )
+from tests.netns import Namespaces
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not (CNI_BIN_DIR / "bridge").exists(),
@@ -75,13 +75,6 @@ class Plugins:
         for plugin in reversed(network["plugins"]):
             self._run("DEL", container_id, netns, plugin, network, self.results[container_id])
         del self.results[container_id]
-
-
-@pytest.fixture
-def namespaces() -> Iterator[Namespaces]:
-    made = Namespaces()
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture
