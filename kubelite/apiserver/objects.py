@@ -458,6 +458,9 @@ class ObjectStore:
             meta["deletionGracePeriodSeconds"] = grace or 0
             changed = True
         elif grace is not None and grace < (meta.get("deletionGracePeriodSeconds") or 0):
+            shorter = timedelta(seconds=meta["deletionGracePeriodSeconds"] - grace)
+            meta["deletionTimestamp"] = (datetime.fromisoformat(meta["deletionTimestamp"]) - shorter).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
             meta["deletionGracePeriodSeconds"] = grace
             changed = True
         return changed

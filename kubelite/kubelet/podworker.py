@@ -89,6 +89,8 @@ class PodRecord:
     done: bool = False
     stopping: asyncio.Task[None] | None = None
     """A stop that waits out a grace period (deletion, liveness kill); the pod's syncs wait until it ends."""
+    stop_deadline: float = 0.0
+    """When that stop's grace period ends (monotonic): a deletion with a shorter one restarts the stop."""
 
 
 def should_restart(policy: str, exit_code: int) -> bool:
@@ -167,9 +169,12 @@ class PodWorkers:
         rec = self.records.get(uid)
         if rec is not None and rec.stopping is not None:
             if not rec.stopping.done():
+                if pod["metadata"].get("deletionTimestamp") and time.monotonic() + self._grace(pod) < rec.stop_deadline:
+                    rec.stopping.cancel()  # the grace period was shortened: stop again (as upstream's pod workers)
                 return
             stopping, rec.stopping = rec.stopping, None
-            stopping.result()  # a stop that failed raises here: the worker retries the pod with back-off
+            if not stopping.cancelled():
+                stopping.result()  # a stop that failed raises here: the worker retries the pod with back-off
         if pod["metadata"].get("deletionTimestamp"):
             await self._delete(pod, rec)
             return
@@ -431,11 +436,13 @@ class PodWorkers:
         assert view.latest is not None
         self._event(pod, "Normal", "Killing", f"Container {view.name} failed liveness probe, will be restarted")
         self.prober.forget_container(rec.uid, view.name)
-        self._stop_in_background(rec, self._stop_container(view.latest.id, self._grace(pod, view.spec)))
+        grace = self._grace(pod, view.spec)
+        self._stop_in_background(rec, self._stop_container(view.latest.id, grace), grace)
 
-    def _stop_in_background(self, rec: PodRecord, stop: Coroutine[Any, Any, None]) -> None:
+    def _stop_in_background(self, rec: PodRecord, stop: Coroutine[Any, Any, None], grace: float) -> None:
         """Run a stop that may wait out a grace period as the pod's own task; the pod is synced again when it ends."""
         rec.stopping = asyncio.create_task(stop)
+        rec.stop_deadline = time.monotonic() + grace
         rec.stopping.add_done_callback(lambda _: self.requeue(rec.key, 0))
 
     async def _stop_container(self, container_id: str, grace: float) -> None:
@@ -509,7 +516,7 @@ class PodWorkers:
         delete it for good."""
         if rec is not None:
             if not rec.done:
-                self._stop_in_background(rec, self._terminate(pod, rec))
+                self._stop_in_background(rec, self._terminate(pod, rec), self._grace(pod))
                 return
             await self._clean(rec, pod)
         meta = pod["metadata"]

@@ -328,7 +328,8 @@ def test_sigterm_is_trapped_within_the_grace_period(node: tuple[Cluster, str]) -
 
 def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cluster, str]) -> None:
     """More pods than the agent has workers, each ignoring SIGTERM for 60 s, are deleted; a new pod still starts at
-    once, and the old ones are killed only when their grace period ends."""
+    once, the old ones are not killed before their grace period ends, and a delete with a shorter one ends them
+    sooner."""
     c, image = node
     c.kubectl("create", "deployment", "stubborn", f"--image={image}", "--replicas=12", "--", "sleep", "3600")
     c.kubectl("patch", "deployment", "stubborn", "-p",
@@ -343,8 +344,10 @@ def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cl
     took = time.monotonic() - started
     assert took < 20, f"the new pod waited {took:.1f}s for pods in their grace period"
     assert _phases(c, "app=stubborn") == ["Running"] * 12, "the stubborn pods were killed before their grace period"
+    started = time.monotonic()
+    c.kubectl("delete", "pods", "-l", "app=stubborn", "--grace-period=2", "--wait=true", "--timeout=30s")
+    assert time.monotonic() - started < 20, "a shorter grace period did not end the pods sooner"
     c.kubectl("delete", "deployment", "stubborn")
-    c.kubectl("delete", "pods", "-l", "app=stubborn", "--grace-period=0", "--force", check=False)
     c.kubectl("delete", "pod", "prompt", "--grace-period=1")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -161,6 +162,14 @@ async def test_pod_graceful_delete_and_binding(api: tuple[ApiServer, TestClient]
     deleting = await (await client.delete(f"{pods}/p")).json()
     assert deleting["metadata"]["deletionTimestamp"] and deleting["metadata"]["deletionGracePeriodSeconds"] == 30
     assert (await client.get(f"{pods}/p")).status == 200
+    sooner = await (await client.delete(f"{pods}/p", data=b'{"gracePeriodSeconds":10}')).json()
+    assert sooner["metadata"]["deletionGracePeriodSeconds"] == 10
+    moved = (datetime.fromisoformat(deleting["metadata"]["deletionTimestamp"])
+             - datetime.fromisoformat(sooner["metadata"]["deletionTimestamp"]))
+    assert moved == timedelta(seconds=20), "a shorter grace period moves the deletionTimestamp as much earlier"
+    longer = await (await client.delete(f"{pods}/p", data=b'{"gracePeriodSeconds":60}')).json()
+    assert longer["metadata"]["deletionTimestamp"] == sooner["metadata"]["deletionTimestamp"]
+    assert longer["metadata"]["deletionGracePeriodSeconds"] == 10
     final = await client.delete(f"{pods}/p", data=b'{"gracePeriodSeconds":0}')
     assert final.status == 200
     assert (await client.get(f"{pods}/p")).status == 404
