@@ -17,6 +17,7 @@ from kubelite.apiserver import errors
 
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
+    "ephemeralcontainers": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
     "eviction": ["create"],

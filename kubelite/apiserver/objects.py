@@ -88,6 +88,26 @@ def decode_continue(token: str) -> tuple[int, str]:
         raise errors.bad_request(f"continue key is not valid: {exc}") from exc
 
 
+OWNED_PARTS: dict[str, tuple[str, str]] = {
+    "status": ("status", ""),
+    "ephemeralcontainers": ("spec", "ephemeralContainers"),
+}
+"""The part of an object each of these subresources writes (section, field; "" for the whole section)."""
+
+
+def _set_part(obj: Obj, section: str, field_name: str, value: Any) -> None:
+    """Put value at obj[section][field_name] (obj[section] without a field), removing it when value is None."""
+    if not field_name:
+        if value is None:
+            obj.pop(section, None)
+        else:
+            obj[section] = value
+    elif value is None:
+        (obj.get(section) or {}).pop(field_name, None)
+    else:
+        obj.setdefault(section, {})[field_name] = value
+
+
 def _spec_part(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
@@ -342,7 +362,7 @@ class ObjectStore:
             new_meta = new["metadata"]
             if new == old:
                 return old
-            if not subresource and rt.strategy.defaults is not None:
+            if subresource in ("", "ephemeralcontainers") and rt.strategy.defaults is not None:
                 rt.strategy.defaults(new)
             self._validate(rt, new, old, opts, subresource)
             for hook in self.admission:
@@ -365,19 +385,19 @@ class ObjectStore:
         raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
 
     def _carry_over(self, rt: ResourceType, new: Obj, old: Obj, subresource: str) -> None:
-        """Keep what a client may not change: identity, timestamps, and the other half of spec/status."""
+        """Keep what a client may not change: identity, timestamps, and what belongs to another part (status, or
+        a pod's ephemeral containers, each written only through its subresource)."""
         meta, old_meta = new["metadata"], old["metadata"]
-        if subresource == "status":
-            status = new.get("status")
+        if subresource in OWNED_PARTS:
+            section, field_name = OWNED_PARTS[subresource]
+            part = (new.get(section) or {}).get(field_name) if field_name else new.get(section)
             new.clear()
             new.update(copy.deepcopy(old))
-            if status is None:
-                new.pop("status", None)
-            else:
-                new["status"] = status
-            meta, old_meta = new["metadata"], old["metadata"]
-            meta["resourceVersion"] = old_meta.get("resourceVersion")
+            _set_part(new, section, field_name, part)
+            new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
             return
+        if rt.plural == "pods" and not rt.group:
+            _set_part(new, "spec", "ephemeralContainers", (old.get("spec") or {}).get("ephemeralContainers"))
         for kept in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
             if kept in old_meta:
                 meta[kept] = old_meta[kept]

@@ -1,4 +1,4 @@
-"""Subresources: status, scale, pods/binding, pods/eviction and namespaces/finalize; serviceaccounts/token and the
+"""Subresources: status, scale, pods/ephemeralcontainers, pods/binding, pods/eviction and namespaces/finalize;
 pod streams are handed on."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ conditions, and each container's state, last state, restart count, readiness and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubelite.client.timestamps import now_time, time_at
 from kubelite.kubelet.runtime.base import ContainerState, ContainerStatus
@@ -126,10 +126,20 @@ def phase(restart_policy: str, statuses: list[Obj], initializing: bool, init_fai
     return "Pending"
 
 
-def pod_status(pod: Obj, inits: list[ContainerView], mains: list[ContainerView], *, runtime: str, host_ip: str,
-               pod_ip: str, sandbox_ready: bool, initializing: bool, init_failed: bool) -> Obj:
-    """The status to post: phase, conditions, IPs, start time and container statuses."""
+class Views(NamedTuple):
+    """A pod's containers by kind, each with what the runtime and the prober know of it."""
+
+    inits: list[ContainerView]
+    mains: list[ContainerView]
+    ephemerals: list[ContainerView]
+
+
+def pod_status(pod: Obj, views: Views, *, runtime: str, host_ip: str, pod_ip: str, sandbox_ready: bool,
+               initializing: bool, init_failed: bool) -> Obj:
+    """The status to post: phase, conditions, IPs, start time and container statuses (ephemeral ones apart: they
+    count for neither phase nor readiness)."""
     spec, old = pod.get("spec") or {}, pod.get("status") or {}
+    inits, mains = views.inits, views.mains
     restart_policy = spec.get("restartPolicy", "Always")
     init_statuses = [container_status(v, runtime) for v in inits]
     waiting_reason = "PodInitializing" if initializing else "ContainerCreating"
@@ -162,6 +172,8 @@ def pod_status(pod: Obj, inits: list[ContainerView], mains: list[ContainerView],
         status["podIP"], status["podIPs"] = pod_ip, [{"ip": pod_ip}]
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
+    if views.ephemerals:
+        status["ephemeralContainerStatuses"] = [container_status(v, runtime) for v in views.ephemerals]
     if old.get("qosClass"):
         status["qosClass"] = old["qosClass"]
     return status

@@ -30,7 +30,7 @@ from kubelite.kubelet.containers import (
 )
 from kubelite.kubelet.envvars import ConfigError, container_env
 from kubelite.kubelet.imagepull import ImagePuller, PullFailed
-from kubelite.kubelet.podstatus import TERMINAL, ContainerView, pod_status
+from kubelite.kubelet.podstatus import TERMINAL, ContainerView, Views, pod_status
 from kubelite.kubelet.probes import Prober
 from kubelite.kubelet.runtime.base import (
     ContainerState,
@@ -203,16 +203,20 @@ class PodWorkers:
             except (MountError, ConfigError, OSError) as exc:
                 self._event(pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
                 if rec.volumes is None:
-                    await self._post(pod, rec, [], [], sandbox_ready=False, initializing=True)
+                    await self._post(pod, rec, None, sandbox_ready=False, initializing=True)
                     self.requeue(rec.key, min(MOUNT_RETRY * 2 ** rec.mount_failures, MOUNT_RETRY_MAX))
                     rec.mount_failures += 1
                     return
         if not await self._ensure_sandbox(pod, rec):
-            await self._post(pod, rec, [], [], sandbox_ready=False, initializing=True)
+            await self._post(pod, rec, None, sandbox_ready=False, initializing=True)
             self.requeue(rec.key, RETRY)
             return
         policy = spec.get("restartPolicy", "Always")
-        inits, mains = await self._views(pod, rec)
+        views = await self._views(pod, rec)
+        inits, mains = views.inits, views.mains
+        for view in views.ephemerals:
+            if view.latest is None:
+                await self._start(pod, rec, view, fetch, init=False, target=self._target(view, views))
         initializing = init_failed = False
         for view in inits:
             if view.sidecar:
@@ -237,14 +241,13 @@ class PodWorkers:
                     await self._start(pod, rec, view, fetch, init=False)
                 elif view.running and not view.live:
                     await self._restart_unhealthy(pod, rec, view)
-        inits, mains = await self._views(pod, rec)
-        status = await self._post(pod, rec, inits, mains, sandbox_ready=True, initializing=initializing,
+        views = await self._views(pod, rec)
+        status = await self._post(pod, rec, views, sandbox_ready=True, initializing=initializing,
                                   init_failed=init_failed)
         if status["phase"] in TERMINAL:
             await self._kill(rec, pod, 0)
             rec.done = True
-            inits, mains = await self._views(pod, rec)
-            await self._post(pod, rec, inits, mains, sandbox_ready=False, initializing=False,
+            await self._post(pod, rec, await self._views(pod, rec), sandbox_ready=False, initializing=False,
                              init_failed=init_failed)
 
     async def _past_deadline(self, pod: Obj, rec: PodRecord) -> bool:
@@ -316,14 +319,14 @@ class PodWorkers:
             return False
         return True
 
-    async def _views(self, pod: Obj, rec: PodRecord) -> tuple[list[ContainerView], list[ContainerView]]:
-        """The spec's init and regular containers with their runtime containers and probe verdicts."""
+    async def _views(self, pod: Obj, rec: PodRecord) -> Views:
+        """The spec's init, regular and ephemeral containers with their runtime containers and probe verdicts."""
         spec = pod.get("spec") or {}
         by_name: dict[str, list[ContainerStatus]] = {}
         for c in await self.runtime.list_containers(rec.sandbox_id):
             by_name.setdefault(c.labels.get(CONTAINER_NAME_LABEL, c.name), []).append(c)
 
-        def view(container: Obj, init: bool) -> ContainerView:
+        def view(container: Obj, init: bool, ephemeral: bool = False) -> ContainerView:
             history = sorted(by_name.get(container["name"], []), key=lambda c: c.attempt)
             v = ContainerView(container, history[-1] if history else None, history[-2] if len(history) > 1 else None,
                               rec.waiting.get(container["name"]), image_id=rec.image_ids.get(container["name"], ""),
@@ -332,18 +335,19 @@ class PodWorkers:
                 if c is not None and c.state == ContainerState.EXITED and not c.message:
                     c.message = self._termination_message(pod, container, c)
             if v.running and v.latest is not None:
-                if init and not v.sidecar:
+                if (init and not v.sidecar) or ephemeral:
                     v.started = True
                 else:
                     results = self.prober.ensure(pod, container, v.latest.id, rec.ip or self.node.address)
                     v.ready, v.started, v.live = results.ready, results.started, results.live
-            elif v.exited and v.latest is not None and v.waiting is None:
+            elif v.exited and v.latest is not None and v.waiting is None and not ephemeral:
                 self.prober.forget_container(rec.uid, container["name"])
                 v.waiting = self._crash_wait(pod, rec, v)
             return v
 
-        return ([view(c, True) for c in spec.get("initContainers") or []],
-                [view(c, False) for c in spec.get("containers") or []])
+        return Views([view(c, True) for c in spec.get("initContainers") or []],
+                     [view(c, False) for c in spec.get("containers") or []],
+                     [view(c, False, ephemeral=True) for c in spec.get("ephemeralContainers") or []])
 
     def _crash_wait(self, pod: Obj, rec: PodRecord, view: ContainerView) -> tuple[str, str] | None:
         """CrashLoopBackOff while an exited container that will restart waits out its back-off."""
@@ -364,9 +368,20 @@ class PodWorkers:
 
     # ---- containers
 
+    @staticmethod
+    def _target(view: ContainerView, views: Views) -> str | None:
+        """For an ephemeral container with a targetContainerName: the target's running container ("" if none runs,
+        None without a target)."""
+        name = view.spec.get("targetContainerName")
+        if not name:
+            return None
+        return next((v.latest.id for v in [*views.inits, *views.mains]
+                     if v.name == name and v.running and v.latest is not None), "")
+
     async def _start(self, pod: Obj, rec: PodRecord, view: ContainerView, fetch: Callable[[str, str], Awaitable[Any]],
-                     init: bool) -> None:
-        """Start the next attempt of a container, unless its back-off, image or configuration says wait."""
+                     init: bool, target: str | None = None) -> None:
+        """Start the next attempt of a container, unless its back-off, image or configuration says wait; target, the
+        container whose processes an ephemeral container sees."""
         meta, container, name = pod["metadata"], view.spec, view.name
         if view.exited and view.latest is not None:
             key = f"{rec.uid}_{name}"
@@ -389,6 +404,10 @@ class PodWorkers:
             mounts += self._pod_files(pod, rec, container, attempt)
             config = container_config(pod, container, image, attempt, env, mounts, self.node.memory_bytes,
                                       self.node.seccomp_dir, init)
+            if target is not None:
+                if not target:
+                    raise ConfigError(f'target container "{container["targetContainerName"]}" is not running')
+                config.security.pid_target = target
         except PullFailed as exc:
             rec.waiting[name] = (exc.reason, exc.message)
             self.requeue(rec.key, max(exc.retry_after, 1.0))
@@ -485,8 +504,9 @@ class PodWorkers:
                        if c.state in (ContainerState.RUNNING, ContainerState.CREATED)]
         except RuntimeServiceError:
             running = []
-        specs = {c["name"]: c for c in ((pod or {}).get("spec") or {}).get("containers") or []}
-        sidecars = {c["name"]: c for c in ((pod or {}).get("spec") or {}).get("initContainers") or []}
+        pod_spec = (pod or {}).get("spec") or {}
+        specs = {c["name"]: c for kind in ("containers", "ephemeralContainers") for c in pod_spec.get(kind) or []}
+        sidecars = {c["name"]: c for c in pod_spec.get("initContainers") or []}
         budget = self._grace(pod) if grace is None and pod is not None else (grace or 0)
         deadline = time.monotonic() + budget
 
@@ -531,9 +551,9 @@ class PodWorkers:
         """Kill a deleted pod within its grace period and post its final status."""
         await self._kill(rec, pod, None)
         rec.done = True
-        inits, mains = await self._views(pod, rec)
+        views = await self._views(pod, rec)
         with contextlib.suppress(ApiError):
-            await self._post(pod, rec, inits, mains, sandbox_ready=False, initializing=False)
+            await self._post(pod, rec, views, sandbox_ready=False, initializing=False)
 
     async def _clean(self, rec: PodRecord, pod: Obj | None) -> None:
         """Remove what is left of a pod: its sandbox and containers, volumes, logs and records."""
@@ -549,15 +569,16 @@ class PodWorkers:
 
     # ---- status
 
-    async def _post(self, pod: Obj, rec: PodRecord, inits: list[ContainerView], mains: list[ContainerView], *,
-                    sandbox_ready: bool, initializing: bool, init_failed: bool = False) -> Obj:
-        """Compute the pod's status and patch it if it changed; returns the status."""
+    async def _post(self, pod: Obj, rec: PodRecord, views: Views | None, *, sandbox_ready: bool, initializing: bool,
+                    init_failed: bool = False) -> Obj:
+        """Compute the pod's status (from waiting views when there is no sandbox) and patch it if it changed;
+        returns the status."""
         spec = pod.get("spec") or {}
-        if not inits and not mains:
-            inits = [ContainerView(c, waiting=rec.waiting.get(c["name"])) for c in spec.get("initContainers") or []]
-            mains = [ContainerView(c, waiting=rec.waiting.get(c["name"])) for c in spec.get("containers") or []]
+        if views is None:
+            views = Views(*([ContainerView(c, waiting=rec.waiting.get(c["name"])) for c in spec.get(kind) or []]
+                            for kind in ("initContainers", "containers", "ephemeralContainers")))
         host_network = bool(spec.get("hostNetwork"))
-        status = pod_status(pod, inits, mains, runtime=self.runtime_name, host_ip=self.node.address,
+        status = pod_status(pod, views, runtime=self.runtime_name, host_ip=self.node.address,
                             pod_ip=self.node.address if host_network else rec.ip, sandbox_ready=sandbox_ready,
                             initializing=initializing, init_failed=init_failed)
         old = pod.get("status") or {}

@@ -351,6 +351,29 @@ def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cl
     c.kubectl("delete", "pod", "prompt", "--grace-period=1")
 
 
+def test_kubectl_debug_runs_an_ephemeral_container_that_sees_its_target(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    _apply(c, _pod_manifest("debuggee", image, "echo up; exec sleep 3600"))
+    eventually(lambda: _running(c, "debuggee"), 60, "debuggee Running")
+    before = _status(c, "debuggee")
+    session = c.kubectl("debug", "-i", "debuggee", f"--image={image}", "--target=c", "--container=dbg", "--",
+                        "sh", input="ps -o pid,args; echo done-$((6*7))\nexit\n")
+    assert "done-42" in session.stdout, session.stdout
+    assert "sleep 3600" in session.stdout, f"the debug container does not see its target's processes: {session.stdout}"
+    pod = _pod(c, "debuggee")
+    (debugger,) = pod["spec"]["ephemeralContainers"]
+    assert debugger["name"] == "dbg" and debugger["targetContainerName"] == "c"
+    eventually(lambda: "terminated" in _pod(c, "debuggee")["status"]["ephemeralContainerStatuses"][0]["state"], 30,
+               "the debug container's status")
+    after = _pod(c, "debuggee")["status"]
+    assert after["phase"] == "Running" and after["containerStatuses"][0]["containerID"] == before["containerID"]
+    assert after["containerStatuses"][0]["restartCount"] == 0
+    assert "done-42" in c.kubectl("logs", "debuggee", "-c", "dbg").stdout
+    refused = c.kubectl("debug", "debuggee", f"--image={image}", "--target=nope", "--container=dbg2", check=False)
+    assert refused.returncode != 0 and "targetContainerName" in refused.stderr, refused.stderr
+    c.kubectl("delete", "pod", "debuggee", "--grace-period=1")
+
+
 def _phases(c: Cluster, selector: str) -> list[str]:
     return sorted(p["status"].get("phase", "") for p in c.get_json("pods", "-l", selector)["items"])
 

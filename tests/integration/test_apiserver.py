@@ -175,6 +175,46 @@ async def test_pod_graceful_delete_and_binding(api: tuple[ApiServer, TestClient]
     assert (await client.get(f"{pods}/p")).status == 404
 
 
+async def test_pod_ephemeral_containers_are_added_only_through_their_subresource(
+        api: tuple[ApiServer, TestClient]) -> None:
+    _, client = api
+    pods = "/api/v1/namespaces/default/pods"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e"},
+           "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+    assert (await client.post(pods, data=orjson.dumps(pod))).status == 201
+    strategic = {"Content-Type": "application/strategic-merge-patch+json"}
+    debugger = {"name": "debugger", "image": "busybox", "stdin": True, "tty": True, "targetContainerName": "app"}
+    added = await client.patch(f"{pods}/e/ephemeralcontainers", headers=strategic,
+                               data=orjson.dumps({"spec": {"ephemeralContainers": [debugger]}}))
+    assert added.status == 200, await added.text()
+    (stored,) = (await added.json())["spec"]["ephemeralContainers"]
+    assert stored["name"] == "debugger" and stored["terminationMessagePolicy"] == "File"
+    viewed = await (await client.get(f"{pods}/e/ephemeralcontainers")).json()
+    assert viewed["spec"]["ephemeralContainers"] == [stored]
+
+    current = await (await client.get(f"{pods}/e")).json()
+    current["spec"].pop("ephemeralContainers")
+    current["metadata"]["labels"] = {"a": "b"}
+    put = await (await client.put(f"{pods}/e", data=orjson.dumps(current))).json()
+    assert put["metadata"]["labels"] == {"a": "b"} and put["spec"]["ephemeralContainers"] == [stored], \
+        "a write of the pod itself leaves its ephemeral containers alone"
+
+    changed = dict(stored, image="alpine")
+    for bad in ({"spec": {"ephemeralContainers": [changed]}},
+                {"spec": {"ephemeralContainers": [stored, {"name": "web", "image": "busybox",
+                                                           "ports": [{"containerPort": 80}]}]}},
+                {"spec": {"ephemeralContainers": [stored, {"name": "x", "image": "busybox",
+                                                           "targetContainerName": "nope"}]}},
+                {"spec": {"ephemeralContainers": [stored, {"name": "app", "image": "busybox"}]}}):
+        refused = await client.put(f"{pods}/e/ephemeralcontainers", data=orjson.dumps({**put, **bad}))
+        assert refused.status == 422, (bad, await refused.text())
+    removed = await client.put(f"{pods}/e/ephemeralcontainers",
+                               data=orjson.dumps({**put, "spec": {**put["spec"], "ephemeralContainers": []}}))
+    assert removed.status == 422 and "may not be removed" in (await removed.json())["message"]
+    discovery = await (await client.get("/api/v1")).json()
+    assert "pods/ephemeralcontainers" in {r["name"] for r in discovery["resources"]}
+
+
 async def test_service_allocation_unique(api: tuple[ApiServer, TestClient]) -> None:
     _, client = api
     services = "/api/v1/namespaces/default/services"

@@ -38,7 +38,7 @@ SCHEMA: dict[str, list[tuple[str, int, str]]] = {
     "PodSandboxMetadata": [("name", 1, S), ("uid", 2, S), ("namespace", 3, S), ("attempt", 4, U32)],
     "DNSConfig": [("servers", 1, "*string"), ("searches", 2, "*string"), ("options", 3, "*string")],
     "PortMapping": [("protocol", 1, I32), ("container_port", 2, I32), ("host_port", 3, I32), ("host_ip", 4, S)],
-    "NamespaceOption": [("network", 1, I32), ("pid", 2, I32), ("ipc", 3, I32)],
+    "NamespaceOption": [("network", 1, I32), ("pid", 2, I32), ("ipc", 3, I32), ("target_id", 4, S)],
     "Int64Value": [("value", 1, I64)],
     "UInt64Value": [("value", 1, U64)],
     "SecurityProfile": [("profile_type", 1, I32), ("localhost_ref", 2, S)],
@@ -300,6 +300,18 @@ def test_unset_user_and_default_profiles():
     security = parse("CreateContainerRequest", criproto.create_container_request("s", default, SANDBOX)) \
         .config.linux.security_context
     assert security.HasField("seccomp") and security.seccomp.profile_type == 0
+
+
+def test_an_ephemeral_container_joins_its_targets_pid_namespace():
+    private = SandboxConfig("p", "ns", "u")
+    debugger = ContainerConfig("dbg", NoRootfs(), "img", security=SecurityContext(pid_target="c0ffee"))
+    namespaces = parse("CreateContainerRequest", criproto.create_container_request("s", debugger, private)) \
+        .config.linux.security_context.namespace_options
+    assert (namespaces.pid, namespaces.target_id) == (criproto.TARGET, "c0ffee")
+    plain = ContainerConfig("c", NoRootfs(), "img")
+    namespaces = parse("CreateContainerRequest", criproto.create_container_request("s", plain, private)) \
+        .config.linux.security_context.namespace_options
+    assert (namespaces.pid, namespaces.target_id) == (criproto.CONTAINER, "")
 
 
 # ---- replies as Google's protobuf writes them, and round trips

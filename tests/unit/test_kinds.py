@@ -128,7 +128,8 @@ def test_subresources_status_and_scale() -> None:
         "replicasets",
         "statefulsets",
     ]
-    assert resource("pods").subresources == ("status", "binding", "eviction", "log", "exec", "attach", "portforward")
+    assert resource("pods").subresources == ("status", "binding", "eviction", "ephemeralcontainers", "log", "exec",
+                                             "attach", "portforward")
     assert resource("deployments", "apps").scale.spec_replicas == ".spec.replicas"  # type: ignore[union-attr]
 
 

@@ -365,7 +365,7 @@ RESOURCES = [
         POD_STRATEGY,
         short_names=("po",),
         categories=("all",),
-        subresources=("status", "binding", "eviction", "log", "exec", "attach", "portforward"),
+        subresources=("status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"),
     ),
     _core("Node", "nodes", False, NODE_STRATEGY, short_names=("no",), subresources=("status",)),
     _core(

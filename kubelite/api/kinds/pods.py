@@ -155,7 +155,8 @@ def pod_validate_update(new: Obj, old: Obj) -> list[Cause]:
     grace = old_spec.get("terminationGracePeriodSeconds")
     if isinstance(grace, int) and grace < 0 and munged.get("terminationGracePeriodSeconds") == 1:
         munged["terminationGracePeriodSeconds"] = grace
-    for key in ("activeDeadlineSeconds", "tolerations", "schedulingGates"):
+    causes += _ephemeral_update(new_spec.get("ephemeralContainers") or [], old_spec.get("ephemeralContainers") or [])
+    for key in ("activeDeadlineSeconds", "tolerations", "schedulingGates", "ephemeralContainers"):
         munged.pop(key, None)
         if key in old_spec:
             munged[key] = old_spec[key]
@@ -165,6 +166,18 @@ def pod_validate_update(new: Obj, old: Obj) -> list[Cause]:
             forbidden("spec", f"pod updates may not change fields other than {UPDATABLE_FIELDS}\n{detail}")
         )
     return causes
+
+
+def _ephemeral_update(new: list[Obj], old: list[Obj]) -> list[Cause]:
+    """ValidatePodEphemeralContainersUpdate: ephemeral containers may be added, never changed or removed."""
+    by_name = {c.get("name"): c for c in new}
+    for before in old:
+        name = before.get("name")
+        if name not in by_name:
+            return [forbidden("spec.ephemeralContainers", f'existing ephemeral container "{name}" may not be removed')]
+        if by_name[name] != before:
+            return [forbidden(f"spec.ephemeralContainers[{name}]", "may not be changed")]
+    return []
 
 
 def pod_fields(pod: Obj) -> dict[str, str]:

@@ -19,6 +19,9 @@ from kubelite.api.quantity import parse_quantity
 from kubelite.api.strategy import Cause, Obj, duplicate, forbidden, required, unsupported
 
 RESTART_POLICIES = ["Always", "OnFailure", "Never"]
+EPHEMERAL_FORBIDDEN = ("ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "resources",
+                       "resizePolicy", "restartPolicy")
+"""What an ephemeral (debugging) container may not have: it is never restarted, probed or given resources."""
 DNS_POLICIES = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]
 PULL_POLICIES = ["Always", "IfNotPresent", "Never"]
 PROTOCOLS = ["SCTP", "TCP", "UDP"]
@@ -92,8 +95,9 @@ def default_pod_spec(spec: Obj) -> None:
     spec.setdefault("terminationGracePeriodSeconds", 30)
     if not isinstance(spec.get("securityContext"), dict):
         spec["securityContext"] = {}
-    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        default_container(container)
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(kind) or []:
+            default_container(container)
     for volume in spec.get("volumes") or []:
         default_volume(volume)
 
@@ -237,6 +241,18 @@ def validate_pod_spec(spec: Obj, path: str) -> list[Cause]:
     for i, container in enumerate(spec.get("initContainers") or []):
         at = f"{path}.initContainers[{i}]"
         causes += _validate_container(container, at, volume_names)
+        if container.get("name") in seen:
+            causes.append(duplicate(f"{at}.name", container["name"]))
+        seen.add(container.get("name", ""))
+    targets = {c.get("name") for c in [*containers, *(spec.get("initContainers") or [])]}
+    for i, container in enumerate(spec.get("ephemeralContainers") or []):
+        at = f"{path}.ephemeralContainers[{i}]"
+        causes += _validate_container(container, at, volume_names)
+        causes += [forbidden(f"{at}.{field}", "cannot be set for an Ephemeral Container")
+                   for field in EPHEMERAL_FORBIDDEN if container.get(field)]
+        target = container.get("targetContainerName")
+        if target and target not in targets:
+            causes.append(not_found(f"{at}.targetContainerName", target))
         if container.get("name") in seen:
             causes.append(duplicate(f"{at}.name", container["name"]))
         seen.add(container.get("name", ""))

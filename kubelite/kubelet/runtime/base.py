@@ -192,6 +192,9 @@ class SecurityContext:
     """None: the runtime's defaults (/proc/kcore, ...); [] unmasks everything (procMount Unmasked)."""
     readonly_paths: list[str] | None = None
     seccomp: SecurityProfile = field(default_factory=SecurityProfile)
+    pid_target: str = ""
+    """The id of a container whose PID namespace this one joins (NamespaceMode TARGET: an ephemeral container with
+    a targetContainerName)."""
 
 
 @dataclass(slots=True)

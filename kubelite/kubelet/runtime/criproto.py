@@ -48,7 +48,7 @@ TTY_ANNOTATION = "io.kubelite.cri.tty"
 """Present ("true") on containers with a terminal: Attach must say so, and ContainerStatus does not."""
 PRIVATE_ANNOTATIONS = frozenset({SANDBOX_CONFIG_ANNOTATION, SANDBOX_ID_ANNOTATION, IMAGE_ANNOTATION, TTY_ANNOTATION})
 
-POD, CONTAINER, NODE = 0, 1, 2
+POD, CONTAINER, NODE, TARGET = 0, 1, 2, 3
 """CRI NamespaceMode."""
 PROTOCOLS = {"TCP": 0, "UDP": 1, "SCTP": 2}
 PROPAGATIONS = {MountPropagation.PRIVATE: 0, MountPropagation.HOST_TO_CONTAINER: 1,
@@ -112,14 +112,16 @@ def _int64_value(w: Writer, field: int, value: int | None) -> None:
         w.end(mark)
 
 
-def _namespace_options(w: Writer, field: int, config: SandboxConfig) -> None:
+def _namespace_options(w: Writer, field: int, config: SandboxConfig, pid_target: str = "") -> None:
     """NamespaceOption as the kubelet sets it: network and IPC of the pod or the node; PID of the container, the
-    pod (shareProcessNamespace) or the node."""
+    pod (shareProcessNamespace), the node, or another container's (an ephemeral container's target)."""
     mark = w.begin(field)
     _varint(w, 1, NODE if config.host_network else POD)
-    pid = NODE if config.host_pid else POD if config.share_process_namespace else CONTAINER
+    pid = NODE if config.host_pid else POD if config.share_process_namespace else TARGET if pid_target else CONTAINER
     _varint(w, 2, pid)
     _varint(w, 3, NODE if config.host_ipc else POD)
+    if pid == TARGET:
+        _string(w, 4, pid_target)
     w.end(mark)
 
 
@@ -189,7 +191,7 @@ def _security_context(w: Writer, field: int, security: SecurityContext, sandbox:
     _strings(w, 2, security.capabilities.drop)
     w.end(caps)
     _bool(w, 2, security.privileged)
-    _namespace_options(w, 3, sandbox)
+    _namespace_options(w, 3, sandbox, security.pid_target)
     _int64_value(w, 5, security.run_as_user)
     _string(w, 6, security.run_as_username)
     _bool(w, 7, security.readonly_rootfs)

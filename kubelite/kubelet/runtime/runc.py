@@ -392,6 +392,8 @@ class RuncRuntime(RuntimeService):
             stdin_once=config.stdin_once, stop_signal=stop_signal(image), host_pid=sandbox.config.host_pid,
             labels=dict(config.labels), annotations=dict(config.annotations))
         context = self._context(sandbox)
+        if config.security.pid_target:
+            context.namespaces["pid"] = f"/proc/{self._running(config.security.pid_target).pid}/ns/pid"
         self._containers[container_id] = record
         live = self._live[container_id] = _Live()
         stdio: Stdio | None = None
