@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
@@ -20,7 +21,7 @@ import pytest
 
 from kubelite.kubelet.network.cni import CONFLIST
 from tests.containerd import Containerd
-from tests.e2e.conftest import Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server
 from tests.e2e.test_kubelet import _apply, _pod, _pod_manifest, _running, _status, eventually
 from tests.images import busybox_image, push
 
@@ -208,7 +209,36 @@ def test_exec_in_a_containerd_container(cri: tuple[Cluster, str]) -> None:
     assert c.kubectl("exec", "shell", "--", "hostname").stdout.strip() == "shell"
     assert c.kubectl("exec", "-i", "shell", "--", "cat", input="through stdin\n").stdout == "through stdin\n"
     assert c.kubectl("exec", "shell", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    # containerd ends an attach (not the container) when the client's stdin ends, unless the container has
+    # stdinOnce, which kubectl debug does not set: so the session's stdin stays open until the answer came
+    debug = subprocess.Popen([KUBECTL, "--kubeconfig", str(c.kubeconfig), "debug", "-i", "shell", f"--image={image}",
+                              "--target=shell", "--container=dbg", "--", "sh"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert debug.stdin is not None
+    debug.stdin.write("sleep 1; ps -o pid,args; echo debugged\n")
+    debug.stdin.flush()
+    answer = _read_until(debug, "debugged", 60)
+    debug.stdin.write("exit\n")
+    debug.stdin.close()
+    debug.wait(30)
+    assert "sleep 3600" in answer, f"the ephemeral container does not see its target's processes: {answer}"
     c.kubectl("delete", "pod", "shell", "--grace-period=1")
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, within: float) -> str:
+    """The process's output lines until one holds marker; the process is killed if none comes in time."""
+    assert proc.stdout is not None
+    timer = threading.Timer(within, proc.kill)
+    timer.start()
+    seen = ""
+    try:
+        for line in proc.stdout:
+            seen += line
+            if marker in line:
+                return seen
+    finally:
+        timer.cancel()
+    raise AssertionError(f"no {marker!r} within {within} s: {seen!r}")
 
 
 def test_an_agent_restart_leaves_pods_to_containerd(cri: tuple[Cluster, str]) -> None:
