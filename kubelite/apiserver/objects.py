@@ -385,8 +385,8 @@ class ObjectStore:
         raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
 
     def _carry_over(self, rt: ResourceType, new: Obj, old: Obj, subresource: str) -> None:
-        """Keep what a client may not change: identity, timestamps, and what belongs to another part (status, or
-        a pod's ephemeral containers, each written only through its subresource)."""
+        """Keep what a client may not change: identity, timestamps, and what another part (status, a pod's ephemeral
+        containers) owns and only its subresource writes."""
         meta, old_meta = new["metadata"], old["metadata"]
         if subresource in OWNED_PARTS:
             section, field_name = OWNED_PARTS[subresource]
@@ -396,8 +396,6 @@ class ObjectStore:
             _set_part(new, section, field_name, part)
             new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
             return
-        if rt.plural == "pods" and not rt.group:
-            _set_part(new, "spec", "ephemeralContainers", (old.get("spec") or {}).get("ephemeralContainers"))
         for kept in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
             if kept in old_meta:
                 meta[kept] = old_meta[kept]

@@ -67,6 +67,16 @@ def qos_class(spec: Obj) -> str:
     return "Burstable"
 
 
+def pod_prepare_update(new: Obj, old: Obj) -> None:
+    """Ephemeral containers are added through pods/ephemeralcontainers only: a write of the pod keeps them."""
+    kept = (old.get("spec") or {}).get("ephemeralContainers")
+    spec = new.setdefault("spec", {})
+    if kept is None:
+        spec.pop("ephemeralContainers", None)
+    else:
+        spec["ephemeralContainers"] = kept
+
+
 def pod_prepare_create(pod: Obj) -> None:
     """A fresh status, plus what the Priority and DefaultTolerationSeconds admission plugins add."""
     spec = pod.setdefault("spec", {})
@@ -339,4 +349,5 @@ POD_STRATEGY = Strategy(
     validate=pod_validate,
     validate_update=pod_validate_update,
     prepare_create=pod_prepare_create,
+    prepare_update=pod_prepare_update,
 )
