@@ -121,7 +121,7 @@ class Strategy:
     """The behaviour of one kind that the schema alone does not give.
 
     Hooks mutate the object in place (defaults) or return field causes (validation); the
-    generic machinery calls them in this order: create -> prepare_create, defaults, validate;
+    generic machinery calls them in this order: create -> prepare_create, defaults, validate, validate_create;
     update -> prepare_update, defaults, validate, validate_update.
     """
 
@@ -138,6 +138,8 @@ class Strategy:
     validate: Callable[[Obj], list[Cause]] | None = None
     validate_update: Callable[[Obj, Obj], list[Cause]] | None = None
     """Immutable fields and other transition rules, given (new, old)."""
+    validate_create: Callable[[Obj], list[Cause]] | None = None
+    """What only a create may not carry (a pod's ephemeral containers)."""
     prepare_create: Callable[[Obj], None] | None = None
     """Reset fields a client may not set at create (for example status of most kinds)."""
     prepare_update: Callable[[Obj, Obj], None] | None = None

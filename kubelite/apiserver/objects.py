@@ -263,6 +263,8 @@ class ObjectStore:
             causes += strategy.validate(obj)
         if old is not None and strategy.validate_update is not None and subresource != "binding":
             causes += strategy.validate_update(obj, old)
+        if old is None and strategy.validate_create is not None:
+            causes += strategy.validate_create(obj)
         if causes:
             raise errors.invalid(rt.kind, rt.group, meta.get("name") or meta.get("generateName", ""), causes)
 

@@ -181,6 +181,9 @@ async def test_pod_ephemeral_containers_are_added_only_through_their_subresource
     pods = "/api/v1/namespaces/default/pods"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e"},
            "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+    early = {**pod, "spec": {**pod["spec"], "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}}
+    refused = await client.post(pods, data=orjson.dumps(early))
+    assert refused.status == 422 and "cannot be set on create" in (await refused.json())["message"]
     assert (await client.post(pods, data=orjson.dumps(pod))).status == 201
     strategic = {"Content-Type": "application/strategic-merge-patch+json"}
     debugger = {"name": "debugger", "image": "busybox", "stdin": True, "tty": True, "targetContainerName": "app"}

@@ -67,6 +67,13 @@ def qos_class(spec: Obj) -> str:
     return "Burstable"
 
 
+def pod_validate_create(pod: Obj) -> list[Cause]:
+    """ValidatePodCreate: ephemeral containers come later, through pods/ephemeralcontainers."""
+    if (pod.get("spec") or {}).get("ephemeralContainers"):
+        return [forbidden("spec.ephemeralContainers", "cannot be set on create")]
+    return []
+
+
 def pod_prepare_update(new: Obj, old: Obj) -> None:
     """Ephemeral containers are added through pods/ephemeralcontainers only: a write of the pod keeps them."""
     kept = (old.get("spec") or {}).get("ephemeralContainers")
@@ -348,6 +355,7 @@ POD_STRATEGY = Strategy(
     defaults=pod_defaults,
     validate=pod_validate,
     validate_update=pod_validate_update,
+    validate_create=pod_validate_create,
     prepare_create=pod_prepare_create,
     prepare_update=pod_prepare_update,
 )
