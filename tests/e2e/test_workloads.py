@@ -212,7 +212,8 @@ spec:
     finally:
         stop_agent(late)
         c.kubectl("delete", "node", "late-0")
-    eventually(lambda: {p["spec"]["nodeName"] for p in _pods(c, "app=agent")} == {"worker-0", "worker-1"}, 60,
+    # pod GC deletes the pods of a node missing for 40 s, checking every 20 s: up to 60 s, plus the pass itself
+    eventually(lambda: {p["spec"]["nodeName"] for p in _pods(c, "app=agent")} == {"worker-0", "worker-1"}, 90,
                "the daemon pod of the deleted node is gone")
 
 
