@@ -10,7 +10,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,7 @@ class PodRecord:
     evicted: str = ""
     """Why node-pressure eviction chose this pod; its next sync fails it (syncs of one pod never overlap)."""
     done: bool = False
-    stopping: asyncio.Task[None] | None = None
+    stopping: asyncio.Future[Any] | None = None
     """A stop that waits out a grace period (deletion, liveness kill); the pod's syncs wait until it ends."""
     stop_deadline: float = 0.0
     """When that stop's grace period ends (monotonic): a deletion with a shorter one restarts the stop."""
@@ -234,13 +234,16 @@ class PodWorkers:
             if initializing:
                 break
         if not initializing and not init_failed:
+            unhealthy = []
             for view in mains:
                 if view.latest is None or view.latest.state == ContainerState.CREATED:
                     await self._start(pod, rec, view, fetch, init=False)
                 elif view.exited and should_restart(policy, view.latest.exit_code):
                     await self._start(pod, rec, view, fetch, init=False)
                 elif view.running and not view.live:
-                    await self._restart_unhealthy(pod, rec, view)
+                    unhealthy.append(view)
+            if unhealthy:
+                self._restart_unhealthy(pod, rec, unhealthy)
         views = await self._views(pod, rec)
         status = await self._post(pod, rec, views, sandbox_ready=True, initializing=initializing,
                                   init_failed=init_failed)
@@ -450,17 +453,21 @@ class PodWorkers:
                 with contextlib.suppress(RuntimeServiceError):
                     await self.runtime.remove_container(c.id)
 
-    async def _restart_unhealthy(self, pod: Obj, rec: PodRecord, view: ContainerView) -> None:
-        """A failed liveness (or startup) probe kills the container; the restart policy brings it back."""
-        assert view.latest is not None
-        self._event(pod, "Normal", "Killing", f"Container {view.name} failed liveness probe, will be restarted")
-        self.prober.forget_container(rec.uid, view.name)
-        grace = self._grace(pod, view.spec)
-        self._stop_in_background(rec, self._stop_container(view.latest.id, grace), grace)
+    def _restart_unhealthy(self, pod: Obj, rec: PodRecord, views: list[ContainerView]) -> None:
+        """A failed liveness (or startup) probe kills the container (the pod's failing ones together, in the
+        background); the restart policy brings them back."""
+        stops, graces = [], []
+        for view in views:
+            assert view.latest is not None
+            self._event(pod, "Normal", "Killing", f"Container {view.name} failed liveness probe, will be restarted")
+            self.prober.forget_container(rec.uid, view.name)
+            graces.append(self._grace(pod, view.spec))
+            stops.append(self._stop_container(view.latest.id, graces[-1]))
+        self._stop_in_background(rec, asyncio.gather(*stops), max(graces))
 
-    def _stop_in_background(self, rec: PodRecord, stop: Coroutine[Any, Any, None], grace: float) -> None:
+    def _stop_in_background(self, rec: PodRecord, stop: Awaitable[Any], grace: float) -> None:
         """Run a stop that may wait out a grace period as the pod's own task; the pod is synced again when it ends."""
-        rec.stopping = asyncio.create_task(stop)
+        rec.stopping = asyncio.ensure_future(stop)
         rec.stop_deadline = time.monotonic() + grace
         rec.stopping.add_done_callback(lambda _: self.requeue(rec.key, 0))
 

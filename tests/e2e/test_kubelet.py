@@ -160,9 +160,11 @@ def test_oom_kill_crash_loop_and_bad_image(node: tuple[Cluster, str]) -> None:
 
 def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
     c, image = node
-    _apply(c, _pod_manifest("sick", image, "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600",
-                            container={"livenessProbe": {"exec": {"command": ["test", "-e", "/tmp/healthy"]},
-                                                         "periodSeconds": 1, "failureThreshold": 2}}))
+    sick = _pod_manifest("sick", image, "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600",
+                         container={"livenessProbe": {"exec": {"command": ["test", "-e", "/tmp/healthy"]},
+                                                      "periodSeconds": 1, "failureThreshold": 2}})
+    sick["spec"]["containers"].append({**sick["spec"]["containers"][0], "name": "d"})  # both fail at once
+    _apply(c, sick)
     _apply(c, _pod_manifest("slow", image, "sleep 4; touch /tmp/ready; sleep 3600",
                             container={"readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/ready"]},
                                                           "periodSeconds": 1}}))
@@ -171,7 +173,8 @@ def test_probes_restart_and_gate_readiness(node: tuple[Cluster, str]) -> None:
     eventually(lambda: _status(c, "slow")["ready"] is True, 30, "Ready once the probe passes")
     ready = next(x for x in _pod(c, "slow")["status"]["conditions"] if x["type"] == "Ready")
     assert ready["status"] == "True"
-    eventually(lambda: _status(c, "sick")["restartCount"] >= 1, 60, "a liveness restart")
+    eventually(lambda: _status(c, "sick")["restartCount"] >= 1 and _status(c, "sick", 1)["restartCount"] >= 1, 60,
+               "a liveness restart of both containers")
     eventually(lambda: "Liveness probe failed" in c.kubectl("describe", "pod", "sick").stdout, 30,
                "an Unhealthy event")
     c.kubectl("delete", "pod", "sick", "slow", "--grace-period=1")
