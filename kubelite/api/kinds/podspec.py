@@ -231,31 +231,21 @@ def validate_pod_spec(spec: Obj, path: str) -> list[Cause]:
     containers = spec.get("containers") or []
     if not containers:
         causes.append(required(f"{path}.containers"))
+    targets = {c.get("name") for kind in ("containers", "initContainers") for c in spec.get(kind) or []}
     seen: set[str] = set()
-    for i, container in enumerate(containers):
-        at = f"{path}.containers[{i}]"
-        causes += _validate_container(container, at, volume_names)
-        if container.get("name") in seen:
-            causes.append(duplicate(f"{at}.name", container["name"]))
-        seen.add(container.get("name", ""))
-    for i, container in enumerate(spec.get("initContainers") or []):
-        at = f"{path}.initContainers[{i}]"
-        causes += _validate_container(container, at, volume_names)
-        if container.get("name") in seen:
-            causes.append(duplicate(f"{at}.name", container["name"]))
-        seen.add(container.get("name", ""))
-    targets = {c.get("name") for c in [*containers, *(spec.get("initContainers") or [])]}
-    for i, container in enumerate(spec.get("ephemeralContainers") or []):
-        at = f"{path}.ephemeralContainers[{i}]"
-        causes += _validate_container(container, at, volume_names)
-        causes += [forbidden(f"{at}.{field}", "cannot be set for an Ephemeral Container")
-                   for field in EPHEMERAL_FORBIDDEN if container.get(field)]
-        target = container.get("targetContainerName")
-        if target and target not in targets:
-            causes.append(not_found(f"{at}.targetContainerName", target))
-        if container.get("name") in seen:
-            causes.append(duplicate(f"{at}.name", container["name"]))
-        seen.add(container.get("name", ""))
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        for i, container in enumerate(spec.get(kind) or []):
+            at = f"{path}.{kind}[{i}]"
+            causes += _validate_container(container, at, volume_names)
+            if kind == "ephemeralContainers":
+                causes += [forbidden(f"{at}.{field}", "cannot be set for an Ephemeral Container")
+                           for field in EPHEMERAL_FORBIDDEN if container.get(field)]
+                target = container.get("targetContainerName")
+                if target and target not in targets:
+                    causes.append(not_found(f"{at}.targetContainerName", target))
+            if container.get("name") in seen:
+                causes.append(duplicate(f"{at}.name", container["name"]))
+            seen.add(container.get("name", ""))
     policy = spec.get("restartPolicy") or ""
     if not policy:
         causes.append(required(f"{path}.restartPolicy"))
