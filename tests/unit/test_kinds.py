@@ -642,6 +642,13 @@ def test_deployment_validation() -> None:
         selector={"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}
     )
     assert errors("deployments", expressions, "apps") == []
+    debug = copy.deepcopy(deployment())
+    debug["spec"]["template"]["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": "busybox", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}
+    ]
+    assert errors("deployments", debug, "apps") == [
+        "spec.template.spec.ephemeralContainers: Forbidden: ephemeral containers not allowed in pod template"
+    ]
 
 
 def test_replica_kinds_validation() -> None:

@@ -266,10 +266,14 @@ def validate_pod_spec(spec: Obj, path: str) -> list[Cause]:
 
 
 def validate_template(template: Any, path: str) -> list[Cause]:
-    """ValidatePodTemplateSpec: template present, labels valid, pod spec valid."""
+    """ValidatePodTemplateSpec: template present, labels valid, pod spec valid, no ephemeral containers (they are
+    only ever added to a running pod)."""
     if not isinstance(template, dict):
         return [required(path)]
     meta = template.get("metadata") or {}
     causes = validate_labels(meta.get("labels"), f"{path}.metadata.labels")
     causes += validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations")
-    return causes + validate_pod_spec(template.get("spec") or {}, f"{path}.spec")
+    spec = template.get("spec") or {}
+    if spec.get("ephemeralContainers"):
+        causes.append(forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template"))
+    return causes + validate_pod_spec(spec, f"{path}.spec")
