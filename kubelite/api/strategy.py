@@ -24,7 +24,10 @@ class Cause:
     message: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": self.message, "field": self.field}
+        """The StatusCause: its message without the field in front (upstream's ErrorBody; kubectl prints
+        "field: message" itself)."""
+        message = self.message.removeprefix(f"{self.field}: ") if self.field else self.message
+        return {"reason": self.reason, "message": message, "field": self.field}
 
 
 def required(path: str) -> Cause:

@@ -29,6 +29,7 @@ from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
 from kubelite.apiserver.saadmission import ServiceAccountAdmission
 from kubelite.apiserver.satokens import TokenSigner
+from kubelite.apiserver.storageadmission import DefaultStorageClassAdmission, protect_storage_objects
 from kubelite.client.join import CLIENT_CA_PATH, NODE_CREDENTIALS_PATH
 from kubelite.storage import Backend, open_backend
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 INFO_KEY = web.RequestKey("info", requestinfo.RequestInfo | None)
 
 
-ADMISSION_PLUGINS = ("Priority", "ServiceAccount")
+ADMISSION_PLUGINS = ("Priority", "ServiceAccount", "DefaultStorageClass", "StorageObjectInUseProtection")
 """The admission plugins that can be turned off (--disable-admission-plugins)."""
 
 
@@ -83,7 +84,9 @@ class ApiServer:
         self.allocator = ServiceAllocator(config.service_cidr)
         self.crds = CrdServer(self.ctx)
         plugins = {"Priority": PriorityAdmission(self.store, self.registry).admit,
-                   "ServiceAccount": ServiceAccountAdmission(self.store, self.registry).admit}
+                   "ServiceAccount": ServiceAccountAdmission(self.store, self.registry).admit,
+                   "DefaultStorageClass": DefaultStorageClassAdmission(self.store, self.registry).admit,
+                   "StorageObjectInUseProtection": protect_storage_objects}
         self.store.admission += [self.allocator.admit, self.crds.admit,
                                  *(admit for name, admit in plugins.items()
                                    if name not in config.disable_admission_plugins)]
@@ -107,7 +110,8 @@ class ApiServer:
         services = self.registry.get("", "v1", "services")
         assert services is not None
         self.allocator.load((await self.store.list(services, None, ListOptions()))["items"])
-        await bootstrap.ensure_defaults(self.store, self.registry, cfg.advertise_address, cfg.https_port)
+        await bootstrap.ensure_defaults(self.store, self.registry, cfg.advertise_address, cfg.https_port,
+                                          str(cfg.data_dir / "storage"))
         await self.crds.start()
 
     async def start(self) -> None:

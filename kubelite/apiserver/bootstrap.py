@@ -1,4 +1,5 @@
-"""What a new cluster starts with: the four system namespaces and the `kubernetes` Service."""
+"""What a new cluster starts with: the four system namespaces, the `kubernetes` Service and the default
+StorageClass `local-path` (volumes as directories on the consumer's node, as k3s's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 from kubelite.api.registry import Registry
 from kubelite.apiserver import errors
 from kubelite.apiserver.objects import ObjectStore, WriteOptions
+from kubelite.scheduler.volumes import LOCAL_PATH_PROVISIONER
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -29,8 +31,9 @@ async def _ensure(store: ObjectStore, registry: Registry, plural: str, namespace
                                WriteOptions())
 
 
-async def ensure_defaults(store: ObjectStore, registry: Registry, address: str, port: int) -> None:
-    """Create the default namespaces and the `kubernetes` Service, its Endpoints and EndpointSlice."""
+async def ensure_defaults(store: ObjectStore, registry: Registry, address: str, port: int, storage_path: str) -> None:
+    """Create the default namespaces, the `kubernetes` Service, its Endpoints and EndpointSlice, and the default
+    StorageClass (local-path volumes under storage_path on each node)."""
     for name in SYSTEM_NAMESPACES:
         await _ensure(store, registry, "namespaces", None, {"metadata": {"name": name}})
     await _ensure(store, registry, "services", "default", {
@@ -47,3 +50,10 @@ async def ensure_defaults(store: ObjectStore, registry: Registry, address: str, 
         "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }, group="discovery.k8s.io", fields=("endpoints", "ports"))
+    await _ensure(store, registry, "storageclasses", None, {
+        "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "parameters": {"path": storage_path},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }, group="storage.k8s.io")

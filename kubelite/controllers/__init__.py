@@ -24,4 +24,7 @@ REGISTRY: dict[str, str] = {
     "taint-eviction-controller": "kubelite.controllers.nodelifecycle:TaintEvictionController",
     "nodeipam": "kubelite.controllers.nodeipam:NodeIpamController",
     "horizontalpodautoscaling": "kubelite.controllers.horizontalpodautoscaler:HorizontalPodAutoscalerController",
+    "persistentvolume-binder": "kubelite.controllers.persistentvolume:PersistentVolumeController",
+    "pvc-protection": "kubelite.controllers.pvcprotection:PVCProtectionController",
+    "pv-protection": "kubelite.controllers.pvprotection:PVProtectionController",
 }

@@ -30,6 +30,7 @@ from kubelite.kubelet.heartbeat import KUBELET_VERSION
 from kubelite.kubelet.imagepull import ImagePuller, ImageService
 from kubelite.kubelet.images.config import load_registries
 from kubelite.kubelet.images.store import ImageStore
+from kubelite.kubelet.localpath import LocalPathCleaner
 from kubelite.kubelet.network import dnsfiles
 from kubelite.kubelet.network.cni import DEFAULT_CONF_DIR, CniNetwork
 from kubelite.kubelet.network.plugin import BridgeNetwork
@@ -141,6 +142,7 @@ class Kubelet:
             self._use_runc()
         self.informers = SharedInformerFactory(client)
         self.proxier = Proxier(self.informers, config.node_name, config.cluster_cidr)
+        self.local_paths = LocalPathCleaner(client, self.informers, config.node_name, config.labels)
         self.routes = RouteManager(client, config.node_name, self.address, config.pod_network_backend,
                                    on_pod_cidr=self._pod_cidr, informers=self.informers)
         self.recorder = EventRecorder(client, "kubelet", config.node_name)
@@ -172,6 +174,9 @@ class Kubelet:
         config = self.config
         self.network = CniNetwork(config.cni_conf_dir, config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                   cluster_cidr=config.cluster_cidr)
+        if config.private_registry.exists():
+            log.warning("%s is not used with --container-runtime-endpoint: configure registries in the runtime "
+                        "(containerd: config_path and hosts.toml)", config.private_registry)
         runtime = CriRuntime(endpoint, cgroup_root=f"/kubelite/{config.node_name}")
         self.runtime = runtime
         self.images = CriImageService(runtime.client.channel)
@@ -256,6 +261,7 @@ class Kubelet:
                 group.create_task(self._eviction(puller).run())
                 group.create_task(self._cluster_dns())
                 group.create_task(self.proxier.run(asyncio.Event()))
+                group.create_task(self.local_paths.run(asyncio.Event()))
                 group.create_task(self.network.run())
                 for _ in range(POD_WORKERS):
                     group.create_task(self._worker())

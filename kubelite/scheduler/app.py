@@ -12,12 +12,15 @@ from kubelite.client.leaderelection import LeaderElectionConfig, LeaderElector
 from kubelite.client.resources import (
     NAMESPACES,
     NODES,
+    PERSISTENTVOLUMECLAIMS,
+    PERSISTENTVOLUMES,
     PODDISRUPTIONBUDGETS,
     PODS,
     REPLICASETS,
     REPLICATIONCONTROLLERS,
     SERVICES,
     STATEFULSETS,
+    STORAGECLASSES,
 )
 from kubelite.client.rest import ApiClient
 from kubelite.scheduler.config import load_config as load_scheduler_config
@@ -35,6 +38,9 @@ LISTER_RESOURCES = {
     "replicasets": REPLICASETS,
     "statefulsets": STATEFULSETS,
     "poddisruptionbudgets": PODDISRUPTIONBUDGETS,
+    "persistentvolumeclaims": PERSISTENTVOLUMECLAIMS,
+    "persistentvolumes": PERSISTENTVOLUMES,
+    "storageclasses": STORAGECLASSES,
 }
 
 
@@ -50,9 +56,14 @@ async def run_scheduler(kubeconfig: str, config_file: str | None, leader_elect: 
     factory = SharedInformerFactory(client)
     pods = factory.informer(PODS, field_selector=POD_FIELD_SELECTOR)
     nodes = factory.informer(NODES)
-    listers = Listers({name: factory.informer(resource).store for name, resource in LISTER_RESOURCES.items()})
+    informers = {name: factory.informer(resource) for name, resource in LISTER_RESOURCES.items()}
+    listers = Listers({name: informer.store for name, informer in informers.items()})
     scheduler = Scheduler(config, client, recorders=recorders, listers=listers,
                           pod_lookup=pods.store.get)
+    for name, informer in informers.items():
+        handlers = scheduler.resource_handlers(LISTER_RESOURCES[name].kind)
+        if handlers is not None:
+            informer.add_handlers(*handlers)
     nodes.add_handlers(scheduler.on_node_add, scheduler.on_node_update, scheduler.on_node_delete)
     pods.add_handlers(scheduler.on_pod_add, scheduler.on_pod_update, scheduler.on_pod_delete)
     try:

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: list[tuple[str, int]] = [
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("VolumeBinding", 0),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("DefaultPreemption", 0),
@@ -34,7 +35,8 @@ DEFAULT_PLUGINS: list[tuple[str, int]] = [
     ("ImageLocality", 1),
     ("DefaultBinder", 0),
 ]
-"""Upstream's default multiPoint set (volume plugins aside), with score weights."""
+"""Upstream's default multiPoint set (of its volume plugins only VolumeBinding, which does not score here), with
+score weights."""
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -467,6 +467,27 @@ class Scheduler:
     def on_node_delete(self, node: Obj) -> None:
         self.cache.remove_node(node)
 
+    def resource_handlers(self, kind: str) -> tuple[Callable[[Obj], None], Callable[[Obj, Obj], None],
+                                                    Callable[[Obj], None]] | None:
+        """Informer handlers (add, update, delete) turning changes of another kind ("PersistentVolumeClaim", ...)
+        into cluster events for the queue; None when no plugin registered that kind (upstream ignores those too)."""
+        if not any(event.resource == kind for registrations in self.queue.registrations.values()
+                   for events in registrations.values() for event, _ in events):
+            return None
+        added = ClusterEvent(kind, ActionType.ADD, f"{kind}Add")
+        updated = ClusterEvent(kind, ActionType.UPDATE, f"{kind}Update")
+        deleted = ClusterEvent(kind, ActionType.DELETE, f"{kind}Delete")
+
+        def on_add(obj: Obj) -> None:
+            self.queue.move_all(added, None, obj)
+
+        def on_update(old: Obj, new: Obj) -> None:
+            self.queue.move_all(updated, old, new)
+
+        def on_delete(obj: Obj) -> None:
+            self.queue.move_all(deleted, obj, None)
+        return on_add, on_update, on_delete
+
 
 def _key(pod: Obj) -> str:
     meta = pod["metadata"]

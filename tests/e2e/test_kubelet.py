@@ -470,6 +470,43 @@ def test_configmap_updates_reach_a_running_pod(node: tuple[Cluster, str]) -> Non
     c.kubectl("delete", "pod", "reloader", "--grace-period=1")
 
 
+def test_statefulset_keeps_its_data_on_a_provisioned_local_path_volume(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    assert "local-path (default)" in c.kubectl("get", "storageclass").stdout
+    _apply(c, {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}, "spec": {
+        "replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image, "command": [
+                "sh", "-c", "test -f /data/first || date > /data/first; exec sleep 3600"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}]}})
+    c.kubectl("rollout", "status", "statefulset/db", "--timeout=90s")
+    claim = c.get_json("pvc", "data-db-0")
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["storageClassName"] == "local-path"
+    assert claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == NODE
+    volume = c.get_json("pv", claim["spec"]["volumeName"])
+    directory = Path(volume["spec"]["hostPath"]["path"])
+    assert directory.parent == c.data_dir / "storage" and (directory / "first").is_file()
+    first = c.kubectl("exec", "db-0", "--", "cat", "/data/first").stdout
+    c.kubectl("exec", "db-0", "--", "sh", "-c", "echo kept > /data/marker")
+    uid = _pod(c, "db-0")["metadata"]["uid"]
+    c.kubectl("delete", "pod", "db-0")
+    eventually(lambda: _pod(c, "db-0")["metadata"]["uid"] != uid and _running(c, "db-0"), 90, "db-0 back")
+    assert c.kubectl("exec", "db-0", "--", "cat", "/data/first", "/data/marker").stdout == first + "kept\n"
+
+    c.kubectl("delete", "pvc", "data-db-0", "--wait=false")
+    time.sleep(1)
+    assert c.get_json("pvc", "data-db-0")["metadata"]["deletionTimestamp"], "kept while db-0 uses it"
+    assert (directory / "marker").is_file()
+    c.kubectl("delete", "statefulset", "db", "--wait=true")
+    eventually(lambda: c.kubectl("get", "pv", volume["metadata"]["name"], check=False).returncode != 0, 90,
+               "the provisioned volume deleted")
+    assert not directory.exists(), "the agent removed the volume's directory"
+    assert c.kubectl("get", "pvc", "data-db-0", check=False).returncode != 0
+
+
 def test_services_and_cluster_dns(node: tuple[Cluster, str]) -> None:
     c, image = node
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {

@@ -658,6 +658,16 @@ def test_replica_kinds_validation() -> None:
     assert errors("replicasets", rs, "apps")[0].startswith("spec.template.metadata.labels: Invalid value:")
     sts = create("statefulsets", {"spec": {"selector": {}, "template": TEMPLATE}}, "apps")
     assert errors("statefulsets", sts, "apps")[0].endswith("empty selector is invalid for statefulset")
+    mounted = copy.deepcopy(TEMPLATE)
+    mounted["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    claims = [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                      "resources": {"requests": {"storage": "1Gi"}}}}]
+    sts = create("statefulsets", {"spec": {"selector": {"matchLabels": {"app": "web"}}, "template": mounted,
+                                           "volumeClaimTemplates": claims}}, "apps")
+    assert errors("statefulsets", sts, "apps") == [], "a volumeMount may name a volumeClaimTemplate"
+    sts["spec"]["volumeClaimTemplates"] = []
+    assert errors("statefulsets", sts, "apps") == [
+        'spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data"']
     ds = create("daemonsets", {"spec": {"template": TEMPLATE}}, "apps")
     assert errors("daemonsets", ds, "apps") == ["spec.selector: Required value"]
     rc = create("replicationcontrollers", {"spec": {"selector": {"app": "x"}, "template": TEMPLATE}})

@@ -53,8 +53,10 @@ def test_invalid_log_options_are_422_with_causes() -> None:
     assert [c["field"] for c in status["details"]["causes"]] == ["tailLines", "limitBytes", ""]
     with pytest.raises(errors.StatusError) as raised:
         log_query(POD, MultiDict(sinceSeconds="0"))
-    assert raised.value.status()["details"]["causes"][0]["message"] == (
-        "sinceSeconds: Invalid value: 0: must be greater than 0")
+    status = raised.value.status()
+    assert status["details"]["causes"][0] == {"reason": "FieldValueInvalid", "field": "sinceSeconds",
+                                              "message": "Invalid value: 0: must be greater than 0"}
+    assert "sinceSeconds: Invalid value: 0: must be greater than 0" in status["message"]
 
 
 def test_stream_queries_for_the_kubelet() -> None:

@@ -144,10 +144,13 @@ def pvc_validate(pvc: Obj) -> list[Cause]:
 
 
 def pvc_validate_update(new: Obj, old: Obj) -> list[Cause]:
-    """A claim's spec is fixed, except binding volumeName once and growing a bound claim's storage."""
+    """A claim's spec is fixed, except binding volumeName once, giving an unbound claim without a class one (the
+    default class, set afterwards) and growing a bound claim's storage."""
     spec, before = copy.deepcopy(new.get("spec") or {}), copy.deepcopy(old.get("spec") or {})
     if not before.get("volumeName"):
         before["volumeName"] = spec.get("volumeName")
+        if before.get("storageClassName") is None:
+            before["storageClassName"] = spec.get("storageClassName")
     bound = dig(new, "status", "phase") == "Bound"
     if bound and "storage" in (dig(spec, "resources", "requests") or {}):
         spec["resources"]["requests"]["storage"] = dig(before, "resources", "requests", "storage")

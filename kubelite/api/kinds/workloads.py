@@ -73,8 +73,21 @@ def validate_replicated(spec: Obj, kind_word: str, owner: str) -> list[Cause]:
     causes += non_negative(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")
     causes += validate_selector(spec, kind_word)
     causes += template_labels_match(spec, "spec")
-    causes += validate_template(spec.get("template"), "spec.template")
+    causes += validate_template(with_claim_volumes(spec), "spec.template")
     return causes + validate_long_running(spec, owner)
+
+
+def with_claim_volumes(spec: Obj) -> Any:
+    """The template as its pods get it: a StatefulSet's volumeClaimTemplates become volumes of those names (so
+    volumeMounts may name them)."""
+    template, claims = spec.get("template"), spec.get("volumeClaimTemplates") or []
+    if not claims or not isinstance(template, dict):
+        return template
+    pod_spec = dict(template.get("spec") or {})
+    names = {(c.get("metadata") or {}).get("name") for c in claims}
+    pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") not in names] + [
+        {"name": name, "persistentVolumeClaim": {"claimName": name}} for name in sorted(n for n in names if n)]
+    return {**template, "spec": pod_spec}
 
 
 def selector_immutable(new: Obj, old: Obj) -> list[Cause]:

@@ -15,6 +15,7 @@ _MODULES = {
     "NodeAffinity": "nodeaffinity",
     "NodePorts": "nodeports",
     "NodeResourcesFit": "noderesourcesfit",
+    "VolumeBinding": "volumebinding",
     "NodeResourcesBalancedAllocation": "balancedallocation",
     "PodTopologySpread": "podtopologyspread",
     "InterPodAffinity": "interpodaffinity",
