@@ -27,4 +27,5 @@ REGISTRY: dict[str, str] = {
     "persistentvolume-binder": "kubelite.controllers.persistentvolume:PersistentVolumeController",
     "pvc-protection": "kubelite.controllers.pvcprotection:PVCProtectionController",
     "pv-protection": "kubelite.controllers.pvprotection:PVProtectionController",
+    "ephemeral-volume": "kubelite.controllers.ephemeralvolume:EphemeralVolumeController",
 }

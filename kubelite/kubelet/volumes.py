@@ -36,7 +36,7 @@ DEFAULT_TOKEN_SECONDS = 3600
 PLUGIN_DIRS = {"emptyDir": "kubernetes.io~empty-dir", "hostPath": "kubernetes.io~host-path",
                "configMap": "kubernetes.io~configmap", "secret": "kubernetes.io~secret",
                "downwardAPI": "kubernetes.io~downward-api", "projected": "kubernetes.io~projected",
-               "persistentVolumeClaim": "kubernetes.io~local-volume"}
+               "persistentVolumeClaim": "kubernetes.io~local-volume", "ephemeral": "kubernetes.io~local-volume"}
 MEMORY_KINDS = ("secret", "downwardAPI", "projected")
 PROPAGATION = {"HostToContainer": MountPropagation.HOST_TO_CONTAINER,
                "Bidirectional": MountPropagation.BIDIRECTIONAL}
@@ -203,7 +203,9 @@ class VolumeManager:
                 path = Path(source["path"])
                 await asyncio.to_thread(_check_host_path, path, source.get("type", ""))
             elif kind == "persistentVolumeClaim":
-                path = await self._claim_path(source, fetch)
+                path = await self._claim_path(source.get("claimName") or "", fetch)
+            elif kind == "ephemeral":
+                path = await self._claim_path(f"{pod['metadata']['name']}-{volume['name']}", fetch, pod)
             elif kind == "emptyDir":
                 await asyncio.to_thread(path.mkdir, 0o777, True, True)
                 path.chmod(0o777)
@@ -253,14 +255,20 @@ class VolumeManager:
         return {source.get("path") or "token": (token.encode(), mode)}
 
     @staticmethod
-    async def _claim_path(source: Obj, fetch: Fetch) -> Path:
-        """A claim bound to a local or hostPath PersistentVolume: that directory."""
-        claim = await fetch("persistentvolumeclaims", source["claimName"])
+    async def _claim_path(name: str, fetch: Fetch, owner: Obj | None = None) -> Path:
+        """A claim bound to a local or hostPath PersistentVolume: that directory. With owner (an ephemeral volume's
+        pod), the claim must be the one made for that pod."""
+        claim = await fetch("persistentvolumeclaims", name)
         if claim is None:
-            raise MountError(f'persistentvolumeclaim "{source["claimName"]}" not found')
+            raise MountError(f'persistentvolumeclaim "{name}" not found')
+        if owner is not None and not any(ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
+                                         for ref in claim["metadata"].get("ownerReferences") or []):
+            meta = owner["metadata"]
+            raise MountError(f"PVC {meta['namespace']}/{name} was not created for pod {meta['namespace']}/"
+                             f"{meta['name']} (pod is not owner)")
         volume_name = (claim.get("spec") or {}).get("volumeName")
         if not volume_name or (claim.get("status") or {}).get("phase") != "Bound":
-            raise MountError(f'persistentvolumeclaim "{source["claimName"]}" is not bound')
+            raise MountError(f'persistentvolumeclaim "{name}" is not bound')
         volume = await fetch("persistentvolumes", volume_name)
         spec = (volume or {}).get("spec") or {}
         local = spec.get("local") or spec.get("hostPath")

@@ -507,6 +507,25 @@ def test_statefulset_keeps_its_data_on_a_provisioned_local_path_volume(node: tup
     assert c.kubectl("get", "pvc", "data-db-0", check=False).returncode != 0
 
 
+def test_ephemeral_volume_lives_and_goes_with_its_pod(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    manifest = _pod_manifest("scratch", image, "echo data > /scratch/file; exec sleep 3600")
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "work", "mountPath": "/scratch"}]
+    manifest["spec"]["volumes"] = [{"name": "work", "ephemeral": {"volumeClaimTemplate": {"spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "32Mi"}}}}}}]
+    _apply(c, manifest)
+    eventually(lambda: _running(c, "scratch"), 90, "scratch Running")
+    claim = c.get_json("pvc", "scratch-work")
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == _pod(c, "scratch")["metadata"]["uid"]
+    directory = Path(c.get_json("pv", claim["spec"]["volumeName"])["spec"]["hostPath"]["path"])
+    assert (directory / "file").read_text() == "data\n"
+    c.kubectl("delete", "pod", "scratch", "--grace-period=1")
+    eventually(lambda: c.kubectl("get", "pv", claim["spec"]["volumeName"], check=False).returncode != 0, 90,
+               "the claim and its volume gone with the pod")
+    assert not directory.exists()
+
+
 def test_services_and_cluster_dns(node: tuple[Cluster, str]) -> None:
     c, image = node
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {

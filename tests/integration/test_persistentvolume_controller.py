@@ -1,6 +1,6 @@
 """The PersistentVolume and protection controllers in-process against a real `kubelite server` (its own
 controller-manager off): static binding, the default class, waiting for the first consumer, local-path
-provisioning, release and reclaim, and claims kept while a pod uses them."""
+provisioning, release and reclaim, claims kept while a pod uses them, and ephemeral volumes' claims."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from kubelite.client.resources import (
     PODS,
     STORAGECLASSES,
 )
+from kubelite.controllers.ephemeralvolume import EphemeralVolumeController
 from kubelite.controllers.persistentvolume import PersistentVolumeController
 from kubelite.controllers.pvcprotection import PVC_PROTECTION, PVCProtectionController
 from kubelite.controllers.pvprotection import PV_PROTECTION, PVProtectionController
@@ -29,7 +30,7 @@ from tests.integration.test_controllers_core import eventually, get_or_none, gon
 
 Obj = dict[str, Any]
 _names = itertools.count()
-CONTROLLERS = [PersistentVolumeController, PVCProtectionController, PVProtectionController]
+CONTROLLERS = [PersistentVolumeController, PVCProtectionController, PVProtectionController, EphemeralVolumeController]
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,23 @@ async def test_claim_in_use_by_a_pod_stays_until_the_pod_is_gone(client: ApiClie
     await client.delete(PODS, "user", ns, grace_period_seconds=0)
     await gone(client, PERSISTENTVOLUMECLAIMS, "used", ns)
     await eventually(lambda: _phase_is(client, f"{ns}-used", "Released"), "the volume Released")
+
+
+async def test_ephemeral_volume_gets_a_claim_owned_by_its_pod(client: ApiClient, ns: str) -> None:
+    await client.create(PERSISTENTVOLUMECLAIMS, claim("pod-taken", "1Gi"), ns)
+    template = {"metadata": {"labels": {"kind": "scratch"}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
+    pod = await client.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod"}, "spec": {
+        "containers": [{"name": "c", "image": "busybox"}],
+        "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": template}},
+                    {"name": "taken", "ephemeral": {"volumeClaimTemplate": template}}]}}, ns)
+    made = await eventually(lambda: get_or_none(client, PERSISTENTVOLUMECLAIMS, "pod-scratch", ns),
+                            "the ephemeral volume's claim")
+    assert made["metadata"]["labels"] == {"kind": "scratch"}
+    assert made["spec"]["resources"] == {"requests": {"storage": "2Gi"}}
+    assert made["spec"]["storageClassName"] == "local-path"
+    assert made["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "pod",
+                                                    "uid": pod["metadata"]["uid"], "controller": True,
+                                                    "blockOwnerDeletion": True}]
+    taken = await client.get(PERSISTENTVOLUMECLAIMS, "pod-taken", ns)
+    assert "ownerReferences" not in taken["metadata"], "a claim of that name made by someone else is left alone"

@@ -583,6 +583,11 @@ def test_pod_validation() -> None:
     ]
     volumes = pod_with(volumes=[{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}])
     assert errors("pods", volumes) == ['spec.volumes[1].name: Duplicate value: "v"']
+    ephemeral = pod_with(volumes=[{"name": "a", "ephemeral": {}}, {"name": "b", "ephemeral": {
+        "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {}}}}}])
+    assert errors("pods", ephemeral) == ["spec.volumes[0].ephemeral.volumeClaimTemplate: Required value",
+                                         "spec.volumes[1].ephemeral.volumeClaimTemplate.spec.resources[storage]: "
+                                         "Required value"]
     assert errors("pods", pod_with(restartPolicy="Sometimes")) == [
         'spec.restartPolicy: Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never"'
     ]

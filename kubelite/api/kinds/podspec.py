@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubelite.api.kinds.common import child, non_negative
+from kubelite.api.kinds.volumes import validate_claim_spec
 from kubelite.api.names import (
     invalid_value,
     is_dns1123_label,
@@ -212,6 +213,10 @@ def _validate_volumes(volumes: list[Obj], path: str) -> list[Cause]:
         if not sources:
             causes.append(required_because(at, "must specify a volume type"))
         causes += [forbidden(f"{at}.{key}", "may not specify more than 1 volume type") for key in sources[1:]]
+        if volume.get("ephemeral") is not None:
+            template = volume["ephemeral"].get("volumeClaimTemplate")
+            causes += (validate_claim_spec(template.get("spec") or {}, f"{at}.ephemeral.volumeClaimTemplate.spec")
+                       if isinstance(template, dict) else [required(f"{at}.ephemeral.volumeClaimTemplate")])
         name = volume.get("name") or ""
         if not name:
             causes.append(required(f"{at}.name"))

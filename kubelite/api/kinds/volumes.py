@@ -129,18 +129,23 @@ def pv_row(pv: Obj) -> list[Any]:
     ]
 
 
-def pvc_validate(pvc: Obj) -> list[Cause]:
-    """ValidatePersistentVolumeClaim: access modes and a storage request."""
-    spec = pvc.get("spec") or {}
+def validate_claim_spec(spec: Obj, path: str) -> list[Cause]:
+    """ValidatePersistentVolumeClaimSpec: access modes and a storage request (of a claim, or of an ephemeral
+    volume's claim template)."""
     causes: list[Cause] = []
     if not spec.get("accessModes"):
-        causes.append(required_because("spec.accessModes", "at least 1 access mode is required"))
+        causes.append(required_because(f"{path}.accessModes", "at least 1 access mode is required"))
     for i, mode in enumerate(spec.get("accessModes") or []):
         if mode not in ACCESS_MODES:
-            causes.append(unsupported(f"spec.accessModes[{i}]", mode, list(ACCESS_MODES)))
+            causes.append(unsupported(f"{path}.accessModes[{i}]", mode, list(ACCESS_MODES)))
     if not dig(spec, "resources", "requests", "storage") and not spec.get("dataSourceRef"):
-        causes.append(required("spec.resources[storage]"))
+        causes.append(required(f"{path}.resources[storage]"))
     return causes
+
+
+def pvc_validate(pvc: Obj) -> list[Cause]:
+    """ValidatePersistentVolumeClaim."""
+    return validate_claim_spec(pvc.get("spec") or {}, "spec")
 
 
 def pvc_validate_update(new: Obj, old: Obj) -> list[Cause]:
