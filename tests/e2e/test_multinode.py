@@ -209,6 +209,42 @@ def test_readiness_and_empty_services(cluster: MultiNodeCluster, echo: list[dict
     assert refused.returncode != 0 and time.monotonic() - started < 5, "an empty Service refuses at once"
 
 
+def test_local_path_volumes_hold_their_pods_to_their_node(cluster: MultiNodeCluster) -> None:
+    stateful = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "keep"}, "spec": {
+        "replicas": 3, "podManagementPolicy": "Parallel", "serviceName": "keep",
+        "selector": {"matchLabels": {"app": "keep"}},
+        "template": {"metadata": {"labels": {"app": "keep"}}, "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": cluster.image, "command": ["sh", "-c", "exec sleep 3600"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(stateful))
+    cluster.kubectl("rollout", "status", "statefulset/keep", "--timeout=90s", timeout=100)
+    for index in range(3):
+        node = cluster.get_json("pod", f"keep-{index}")["spec"]["nodeName"]
+        claim = cluster.get_json("pvc", f"data-keep-{index}")
+        assert claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == node
+        terms = cluster.get_json("pv", claim["spec"]["volumeName"])["spec"]["nodeAffinity"]["required"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == [node]
+    home = cluster.get_json("pod", "keep-0")["spec"]["nodeName"]
+    cluster.kubectl("cordon", home)
+    cluster.kubectl("delete", "pod", "keep-0")
+
+    def refused() -> bool:
+        events = cluster.get_json("events", "--field-selector", "involvedObject.name=keep-0")["items"]
+        return any(e["reason"] == "FailedScheduling" and "volume node affinity conflict" in e["message"]
+                   for e in events)
+    eventually(refused, 30, "keep-0 held back by its volume while its node is cordoned")
+    assert cluster.get_json("pod", "keep-0")["status"]["phase"] == "Pending"
+    cluster.kubectl("uncordon", home)
+    eventually(lambda: (lambda pod: pod["status"].get("phase") == "Running" and pod["spec"]["nodeName"] == home)(
+        cluster.get_json("pod", "keep-0")), 60, f"keep-0 Running on {home} again")
+    cluster.kubectl("delete", "statefulset", "keep", "--wait=true")
+    cluster.kubectl("delete", "pvc", "-l", "app=keep", "--wait=true", "--timeout=60s")
+    eventually(lambda: not cluster.get_json("pv")["items"], 60, "the provisioned volumes deleted on their nodes")
+
+
 def test_a_dead_agent_makes_its_node_not_ready_and_its_pods_move(cluster: MultiNodeCluster,
                                                                  echo: list[dict]) -> None:
     victim = "node-3"
