@@ -29,7 +29,11 @@ from kubelite.apiserver.openapi import OpenAPI
 from kubelite.apiserver.priority import PriorityAdmission
 from kubelite.apiserver.saadmission import ServiceAccountAdmission
 from kubelite.apiserver.satokens import TokenSigner
-from kubelite.apiserver.storageadmission import DefaultStorageClassAdmission, protect_storage_objects
+from kubelite.apiserver.storageadmission import (
+    ClaimResizeAdmission,
+    DefaultStorageClassAdmission,
+    protect_storage_objects,
+)
 from kubelite.client.join import CLIENT_CA_PATH, NODE_CREDENTIALS_PATH
 from kubelite.storage import Backend, open_backend
 
@@ -37,7 +41,8 @@ log = logging.getLogger(__name__)
 INFO_KEY = web.RequestKey("info", requestinfo.RequestInfo | None)
 
 
-ADMISSION_PLUGINS = ("Priority", "ServiceAccount", "DefaultStorageClass", "StorageObjectInUseProtection")
+ADMISSION_PLUGINS = ("Priority", "ServiceAccount", "DefaultStorageClass", "PersistentVolumeClaimResize",
+                     "StorageObjectInUseProtection")
 """The admission plugins that can be turned off (--disable-admission-plugins)."""
 
 
@@ -86,6 +91,7 @@ class ApiServer:
         plugins = {"Priority": PriorityAdmission(self.store, self.registry).admit,
                    "ServiceAccount": ServiceAccountAdmission(self.store, self.registry).admit,
                    "DefaultStorageClass": DefaultStorageClassAdmission(self.store, self.registry).admit,
+                   "PersistentVolumeClaimResize": ClaimResizeAdmission(self.store, self.registry).admit,
                    "StorageObjectInUseProtection": protect_storage_objects}
         self.store.admission += [self.allocator.admit, self.crds.admit,
                                  *(admit for name, admit in plugins.items()

@@ -1,6 +1,7 @@
 """The PersistentVolume and protection controllers in-process against a real `kubelite server` (its own
 controller-manager off): static binding, the default class, waiting for the first consumer, local-path
-provisioning, release and reclaim, claims kept while a pod uses them, and ephemeral volumes' claims."""
+provisioning, release and reclaim, claims kept while a pod uses them, ephemeral volumes' claims, and resizing
+only where the class allows it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubelite.client import ApiClient, load_kubeconfig, run_controllers
+from kubelite.client import ApiClient, ApiError, load_kubeconfig, run_controllers
 from kubelite.client.resources import (
     EVENTS,
     NAMESPACES,
@@ -235,3 +236,21 @@ async def test_ephemeral_volume_gets_a_claim_owned_by_its_pod(client: ApiClient,
                                                     "blockOwnerDeletion": True}]
     taken = await client.get(PERSISTENTVOLUMECLAIMS, "pod-taken", ns)
     assert "ownerReferences" not in taken["metadata"], "a claim of that name made by someone else is left alone"
+
+
+async def test_a_claim_grows_only_where_its_class_allows_expansion(client: ApiClient, ns: str) -> None:
+    await client.create(STORAGECLASSES, {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                         "metadata": {"name": ns}, "provisioner": "example.com/grow",
+                                         "allowVolumeExpansion": True})
+    await client.create(PERSISTENTVOLUMES, volume(f"{ns}-fixed", "1Gi"))
+    await client.create(PERSISTENTVOLUMES, volume(f"{ns}-grows", "1Gi", cls=ns))
+    await client.create(PERSISTENTVOLUMECLAIMS, claim("fixed", "1Gi", ns=ns), ns)
+    await client.create(PERSISTENTVOLUMECLAIMS, claim("grows", "1Gi", cls=ns, ns=ns), ns)
+    await bound(client, "fixed", ns)
+    await bound(client, "grows", ns)
+    bigger = {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+    with pytest.raises(ApiError) as refused:
+        await client.patch(PERSISTENTVOLUMECLAIMS, "fixed", bigger, ns)
+    assert refused.value.code == 403 and "must support resize" in str(refused.value)
+    grown = await client.patch(PERSISTENTVOLUMECLAIMS, "grows", bigger, ns)
+    assert grown["spec"]["resources"]["requests"]["storage"] == "2Gi"
