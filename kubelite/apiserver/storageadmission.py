@@ -10,9 +10,7 @@ from kubelite.api.resource import ResourceType
 from kubelite.api.strategy import Obj
 from kubelite.apiserver import errors
 from kubelite.apiserver.objects import ListOptions, ObjectStore
-from kubelite.controllers.pvcprotection import PVC_PROTECTION
-from kubelite.controllers.pvprotection import PV_PROTECTION
-from kubelite.scheduler.volumes import claim_class, default_class, requested_bytes
+from kubelite.scheduler.volumes import PV_PROTECTION, PVC_PROTECTION, claim_class, default_class, requested_bytes
 
 
 class DefaultStorageClassAdmission:

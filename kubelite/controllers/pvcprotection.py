@@ -9,9 +9,9 @@ from typing import Any
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import PERSISTENTVOLUMECLAIMS, PODS
 from kubelite.client.store import split_key
+from kubelite.scheduler.volumes import PVC_PROTECTION
 
 Obj = dict[str, Any]
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
 FINISHED = ("Succeeded", "Failed")
 
 

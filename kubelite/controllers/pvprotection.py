@@ -7,8 +7,7 @@ import copy
 
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import PERSISTENTVOLUMES
-
-PV_PROTECTION = "kubernetes.io/pv-protection"
+from kubelite.scheduler.volumes import PV_PROTECTION
 
 
 class PVProtectionController(Controller):

@@ -1,5 +1,6 @@
 """Which PersistentVolume may serve which claim, as the PV controller and the scheduler's VolumeBinding plugin both
-decide it (class, access modes, size, volume mode, selector, node affinity), and the annotations they exchange."""
+decide it (class, access modes, size, volume mode, selector, node affinity), and the annotations and finalizers the
+storage parts share (admission, the PV and protection controllers, VolumeBinding, the agent's local-path cleanup)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ LOCAL_PATH_FINALIZER = "kubelite.io/local-path-cleanup"
 """Held by a provisioned local-path volume until the agent of its node has removed the directory."""
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
 """The provisioner of classes whose volumes are only ever created by hand (local static volumes)."""
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+"""On every claim until no unfinished pod uses it (admission adds it, the pvc-protection controller removes it)."""
+PV_PROTECTION = "kubernetes.io/pv-protection"
+"""On every volume until it is no longer Bound (admission adds it, the pv-protection controller removes it)."""
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
 

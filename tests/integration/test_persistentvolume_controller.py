@@ -23,9 +23,15 @@ from kubelite.client.resources import (
 )
 from kubelite.controllers.ephemeralvolume import EphemeralVolumeController
 from kubelite.controllers.persistentvolume import PersistentVolumeController
-from kubelite.controllers.pvcprotection import PVC_PROTECTION, PVCProtectionController
-from kubelite.controllers.pvprotection import PV_PROTECTION, PVProtectionController
-from kubelite.scheduler.volumes import LOCAL_PATH_FINALIZER, LOCAL_PATH_PROVISIONER, SELECTED_NODE
+from kubelite.controllers.pvcprotection import PVCProtectionController
+from kubelite.controllers.pvprotection import PVProtectionController
+from kubelite.scheduler.volumes import (
+    LOCAL_PATH_FINALIZER,
+    LOCAL_PATH_PROVISIONER,
+    PV_PROTECTION,
+    PVC_PROTECTION,
+    SELECTED_NODE,
+)
 from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
 from tests.integration.test_controllers_core import eventually, get_or_none, gone
 
