@@ -57,6 +57,8 @@ class ApiServerConfig:
     advertise_address: str = "127.0.0.1"
     disable_admission_plugins: list[str] = field(default_factory=list)
     """Admission plugins to leave out, by upstream's names (ADMISSION_PLUGINS)."""
+    local_storage_path: Path | None = None
+    """Where the default StorageClass puts local-path volumes (None: DATA/storage); used when the class is made."""
 
     def __post_init__(self) -> None:
         unknown = set(self.disable_admission_plugins) - set(ADMISSION_PLUGINS)
@@ -117,7 +119,7 @@ class ApiServer:
         assert services is not None
         self.allocator.load((await self.store.list(services, None, ListOptions()))["items"])
         await bootstrap.ensure_defaults(self.store, self.registry, cfg.advertise_address, cfg.https_port,
-                                          str(cfg.data_dir / "storage"))
+                                          str(cfg.local_storage_path or cfg.data_dir / "storage"))
         await self.crds.start()
 
     async def start(self) -> None:

@@ -64,7 +64,11 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
         click.option("--tls-san", multiple=True, help="Extra host name or IP for the serving certificate."),
         click.option("--service-cidr", default="10.43.0.0/16", show_default=True, help="Service ClusterIP range."),
         click.option("--disable-admission-plugins", default="",
-                     help="Comma-separated admission plugins to turn off: ServiceAccount, Priority."),
+                     help="Comma-separated admission plugins to turn off: Priority, ServiceAccount, "
+                          "DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection."),
+        click.option("--default-local-storage-path", default="",
+                     help="Where the default StorageClass local-path puts volumes on each node, when it is made "
+                          "(default: DATA-DIR/storage)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]):
         fn = option(fn)
@@ -72,8 +76,8 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _config(data_dir: str, bind_address: str, https_port: int, advertise_address: str, datastore_endpoint: str,
-            tls_san: tuple[str, ...], service_cidr: str,
-            disable_admission_plugins: str):  # noqa: ANN202 - imported lazily for a fast CLI
+            tls_san: tuple[str, ...], service_cidr: str, disable_admission_plugins: str,
+            default_local_storage_path: str):  # noqa: ANN202 - imported lazily for a fast CLI
     from kubelite.apiserver.app import ApiServerConfig
     from kubelite.kubelet.node import default_address
     if not advertise_address:
@@ -82,6 +86,7 @@ def _config(data_dir: str, bind_address: str, https_port: int, advertise_address
         return ApiServerConfig(data_dir=Path(data_dir), bind_address=bind_address, https_port=https_port,
                                datastore_endpoint=datastore_endpoint, service_cidr=service_cidr,
                                tls_san=list(tls_san), advertise_address=advertise_address,
+                               local_storage_path=Path(default_local_storage_path or Path(data_dir) / "storage"),
                                disable_admission_plugins=[p.strip() for p in disable_admission_plugins.split(",")
                                                           if p.strip()])
     except ValueError as exc:
@@ -142,7 +147,7 @@ def server(verbose: bool, write_kubeconfig: str, disable_agent: bool, node_name:
     log.info("wrote kubeconfig %s", write_kubeconfig)
     args = ["apiserver", "--data-dir", str(config.data_dir), "--bind-address", config.bind_address,
             "--https-port", str(config.https_port), "--advertise-address", config.advertise_address,
-            "--service-cidr", config.service_cidr]
+            "--service-cidr", config.service_cidr, "--default-local-storage-path", str(config.local_storage_path)]
     if config.datastore_endpoint:
         args += ["--datastore-endpoint", config.datastore_endpoint]
     for san in config.tls_san:

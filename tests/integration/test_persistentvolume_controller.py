@@ -42,7 +42,8 @@ CONTROLLERS = [PersistentVolumeController, PVCProtectionController, PVProtection
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("pv"), free_port(), *API_ONLY)
+    work = tmp_path_factory.mktemp("pv")
+    running = start_server(work, free_port(), *API_ONLY, "--default-local-storage-path", str(work / "volumes"))
     yield running
     stop_server(running)
 
@@ -162,7 +163,7 @@ async def test_default_class_waits_for_its_consumer_then_provisions_on_the_selec
     local_path = await client.get(STORAGECLASSES, "local-path")
     assert local_path["provisioner"] == LOCAL_PATH_PROVISIONER
     assert local_path["volumeBindingMode"] == "WaitForFirstConsumer"
-    assert local_path["parameters"]["path"] == str(server.data_dir / "storage")
+    assert local_path["parameters"]["path"] == str(server.data_dir / "volumes")
     await client.create(PERSISTENTVOLUMECLAIMS, claim("web", "1Gi", cls=None), ns)
 
     async def defaulted() -> bool:
@@ -177,7 +178,7 @@ async def test_default_class_waits_for_its_consumer_then_provisions_on_the_selec
     pv = await client.get(PERSISTENTVOLUMES, pvc["spec"]["volumeName"])
     uid = pvc["metadata"]["uid"]
     assert pv["metadata"]["name"] == f"pvc-{uid}"
-    assert pv["spec"]["hostPath"] == {"path": f"{server.data_dir}/storage/pvc-{uid}_{ns}_web",
+    assert pv["spec"]["hostPath"] == {"path": f"{server.data_dir}/volumes/pvc-{uid}_{ns}_web",
                                       "type": "DirectoryOrCreate"}
     terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
