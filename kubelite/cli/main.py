@@ -60,7 +60,9 @@ def storage_options(fn: click.decorators.FC) -> click.decorators.FC:
         click.option("--advertise-address", default="",
                      help="Address the `kubernetes` Service points at (default: --bind-address, or this machine's "
                           "address when binding all)."),
-        click.option("--datastore-endpoint", default="", help="sqlite:///PATH (default: SQLite in the data dir)."),
+        click.option("--datastore-endpoint", default="",
+                     help="sqlite:///PATH, or etcd's client URLs: http://HOST:2379[,http://HOST2:2379] "
+                          "(default: SQLite in the data dir)."),
         click.option("--tls-san", multiple=True, help="Extra host name or IP for the serving certificate."),
         click.option("--service-cidr", default="10.43.0.0/16", show_default=True, help="Service ClusterIP range."),
         click.option("--disable-admission-plugins", default="",

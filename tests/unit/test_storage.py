@@ -1,4 +1,5 @@
-"""Datastore semantics, the same suite for every driver, plus SQLite durability and group commit."""
+"""Datastore semantics, the same suite for every driver, plus SQLite durability and group commit, and etcd
+shared by several backends."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from kubelite.storage import (
     Backend,
     CompactedError,
     ConflictError,
+    EtcdBackend,
     Event,
     FutureRevisionError,
     KeyExistsError,
@@ -34,36 +38,50 @@ from kubelite.storage import (
     WatchOverflowError,
     open_backend,
 )
+from kubelite.storage import etcd as etcd_driver
 from kubelite.storage import sqlite as sqlite_driver
 from kubelite.storage.cache import CachedBackend
+from tests.etcdserver import free_port, running_etcd
 
 REPO = Path(__file__).resolve().parents[2]
 Make = Callable[..., Awaitable[Backend]]
 
 
-def _new(driver: str, path: Path, **options: int) -> Backend:
-    """A backend of the given flavour; "sqlite-log" keeps no event ring, so history always comes from the log."""
+def _new(driver: str, path: Path, etcd: str, **options: int) -> Backend:
+    """A backend of the given flavour; the "-log" ones keep no event ring, so history always comes from the log
+    (SQLite's table, etcd's history)."""
     if driver == "memory":
         return MemoryBackend(**options)
-    if driver == "sqlite-log":
+    if driver.endswith("-log"):
         options = {"ring_size": 1, **options}
+    if driver.startswith("etcd"):
+        return EtcdBackend([etcd], **options)
     return SqliteBackend(str(path / "state.db"), **options)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-log"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-log", "etcd", "etcd-log"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Make]:
-    """A factory of started backends of one driver, all closed after the test."""
+    """A factory of started backends of one driver (for etcd: all on one fresh etcd), all closed after the test."""
     opened: list[Backend] = []
+    with ExitStack() as stack:
+        etcd = stack.enter_context(running_etcd(tmp_path / "etcd")) if request.param.startswith("etcd") else ""
 
-    async def make_backend(**options: int) -> Backend:
-        backend = _new(request.param, tmp_path / str(len(opened)), **options)
-        await backend.start()
-        opened.append(backend)
-        return backend
+        async def make_backend(**options: int) -> Backend:
+            backend = _new(request.param, tmp_path / str(len(opened)), etcd, **options)
+            await backend.start()
+            opened.append(backend)
+            return backend
 
-    yield make_backend
-    for backend in opened:
-        await backend.close()
+        yield make_backend
+        for backend in opened:
+            await backend.close()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[str]:
+    """The client URL of a fresh etcd."""
+    with running_etcd(tmp_path / "etcd") as url:
+        yield url
 
 
 @pytest.fixture
@@ -619,8 +637,108 @@ def test_open_backend_understands_endpoints(tmp_path: Path) -> None:
     explicit = open_backend(f"sqlite://{tmp_path}/other.db", str(tmp_path))
     assert isinstance(explicit, SqliteBackend) and explicit.path == f"{tmp_path}/other.db"
     assert isinstance(open_backend("memory://", str(tmp_path)), MemoryBackend)
-    for endpoint in ("https://127.0.0.1:2379", "http://a:2379,http://b:2379"):
-        with pytest.raises(StorageError, match="etcd"):
-            open_backend(endpoint, str(tmp_path))
+    single = open_backend("https://127.0.0.1:2379", str(tmp_path))
+    assert isinstance(single, EtcdBackend) and single.endpoints == ["https://127.0.0.1:2379"]
+    several = open_backend("http://a:2379, http://b:2379/", str(tmp_path))
+    assert isinstance(several, EtcdBackend) and several.endpoints == ["http://a:2379", "http://b:2379"]
+    with pytest.raises(StorageError, match="http"):
+        open_backend("http://a:2379,b:2379", str(tmp_path))
     with pytest.raises(StorageError):
         open_backend("mysql://x", str(tmp_path))
+
+
+# etcd: the datastore several API servers share ------------------------------------
+
+
+async def test_etcd_open_backend_talks_to_a_real_etcd(etcd: str, tmp_path: Path) -> None:
+    store = open_backend(etcd, str(tmp_path))
+    assert isinstance(store, EtcdBackend)
+    await store.start()
+    created = await store.create("/registry/pods/default/web", b"{}")
+    assert await store.get("/registry/pods/default/web") == created == KeyValue("/registry/pods/default/web",
+                                                                                 b"{}", 1, 1)
+    await store.close()
+
+
+async def test_etcd_backends_on_one_etcd_see_each_others_writes(etcd: str) -> None:
+    first, second = EtcdBackend([etcd]), EtcdBackend([etcd])
+    await first.start()
+    await first.create("/shared/before", b"0")
+    await second.start()
+    assert (await second.get("/shared/before")).value == b"0"
+    events = second.watch("/shared/", 0)
+    assert _summary(await _next(events)) == [(ADDED, "/shared/before", 1, b"0", None)]
+    created = await first.create("/shared/a", b"1")
+    assert _summary(await _next(events)) == [(ADDED, "/shared/a", 2, b"1", None)]
+    assert await second.get("/shared/a") == created  # a read right after another server's write sees it
+    updated = await second.update("/shared/a", b"2", created.mod_revision)
+    with pytest.raises(ConflictError) as caught:
+        await first.update("/shared/a", b"lost", created.mod_revision)
+    assert caught.value.current == updated
+    assert await first.list("/shared/") == (3, [KeyValue("/shared/a", b"2", 2, 3), KeyValue("/shared/before",
+                                                                                           b"0", 1, 1)], False)
+    await first.delete("/shared/before")
+    assert _summary(await _next(events)) == [(MODIFIED, "/shared/a", 3, b"2", 2)]
+    assert _summary(await _next(events)) == [(DELETED, "/shared/before", 4, b"0", 1)]
+    assert await second.count("/shared/") == (4, 1)
+    await events.aclose()
+    await first.close()
+    await second.close()
+
+
+async def test_etcd_uses_the_next_endpoint_when_one_is_down(etcd: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound but not listening: connections are refused
+        store = EtcdBackend([dead, etcd])
+        await store.start()
+        assert (await store.create("/k", b"v")).mod_revision == 1
+        await store.close()
+
+
+async def test_etcd_unreachable_endpoint_says_what_to_do() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        store = EtcdBackend([f"http://127.0.0.1:{sock.getsockname()[1]}"])
+        with pytest.raises(StorageError, match="cannot reach etcd.*--datastore-endpoint"):
+            await store.start()
+    await store.close()
+
+
+
+async def test_etcd_backend_rides_out_an_etcd_restart(tmp_path: Path) -> None:
+    ports = (free_port(), free_port())
+    with running_etcd(tmp_path / "etcd", ports) as url:
+        store = EtcdBackend([url])
+        await store.start()
+        events = store.watch("/r/", 0)
+        await store.create("/r/a", b"1")
+    with pytest.raises(StorageError, match="etcd"):  # refused, or a pooled connection found dead
+        await store.get("/r/a")
+    with running_etcd(tmp_path / "etcd", ports):
+        await store.create("/r/b", b"2")  # returns once the mirror has re-watched and seen it
+        assert [e.kv.key for e in await _collect(events, 2)] == ["/r/a", "/r/b"]
+        await events.aclose()
+        await store.close()
+
+
+async def test_etcd_backend_reloads_when_etcd_compacted_past_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_driver, "RETRY_INTERVAL", 2.0)  # time for the other server to write and compact
+    ports = (free_port(), free_port())
+    with running_etcd(tmp_path / "etcd", ports) as url:
+        behind = EtcdBackend([url])
+        await behind.start()
+        await behind.create("/c/a", b"1")
+        events = behind.watch("/c/", 1)
+    with running_etcd(tmp_path / "etcd", ports):
+        ahead = EtcdBackend([url])
+        await ahead.start()
+        await ahead.delete("/c/a")
+        await ahead.create("/c/b", b"2")
+        await ahead.compact(3)
+        with pytest.raises(WatchOverflowError):  # the watcher must re-list, as after falling behind
+            await _next(events)
+        assert await behind.list("/c/") == (3, [KeyValue("/c/b", b"2", 3, 3)], False)
+        await ahead.close()
+        await behind.close()
