@@ -12,6 +12,7 @@ import asyncio
 import bisect
 import dataclasses
 import heapq
+import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -23,6 +24,7 @@ from kubelite.storage.backend import (
     DELETED,
     MODIFIED,
     Backend,
+    CompactedError,
     ConflictError,
     Event,
     FutureRevisionError,
@@ -33,6 +35,7 @@ from kubelite.storage.backend import (
     WatchOverflowError,
 )
 
+log = logging.getLogger(__name__)
 WATCH_QUEUE_LIMIT = 50_000
 """Events a watcher may have pending before it is dropped; memory per event is one shared reference."""
 
@@ -340,6 +343,23 @@ class CachedBackend(Backend):
         """Validate a compaction target: False if already compacted that far, FutureRevisionError if ahead."""
         self._check_not_future(revision)
         return revision > self._cache.compact_revision
+
+    def _check_compacted(self, revision: int) -> None:
+        """Raise CompactedError for a revision older than the compact revision."""
+        if revision < self._cache.compact_revision:
+            raise CompactedError(revision, self._cache.compact_revision)
+
+    async def _compact_periodically(self, interval: float, keep: int) -> None:
+        """Keep the history from growing without bound under churn: every interval seconds, keep only the last
+        keep revisions (as kube-apiserver compacts etcd)."""
+        while True:
+            await asyncio.sleep(interval)
+            target = self._cache.revision - keep
+            if target > self._cache.compact_revision:
+                try:
+                    await self.compact(target)
+                except StorageError as exc:
+                    log.warning("automatic compaction to %d failed: %s", target, exc)
 
     async def watch(self, prefix: str, after_revision: int) -> AsyncIterator[list[Event]]:
         """See Backend.watch: register first so nothing falls between the replay and the live events."""

@@ -101,7 +101,7 @@ class EtcdBackend(CachedBackend):
             self._session = None
             raise
         self._mirror_task = asyncio.create_task(self._mirror())
-        self._compactor = asyncio.create_task(self._compact_periodically())
+        self._compactor = asyncio.create_task(self._compact_periodically(self._compact_interval, self._compact_keep))
 
     async def _load(self, compact_revision: int) -> StateCache:
         """A cache of the current keyspace, read in one range."""
@@ -299,23 +299,9 @@ class EtcdBackend(CachedBackend):
         self._cache.compact(revision)
         log.debug("datastore compacted to revision %d", revision)
 
-    async def _compact_periodically(self) -> None:
-        """Keep etcd's history bounded as kube-apiserver does: keep only the last compact_keep revisions."""
-        while True:
-            await asyncio.sleep(self._compact_interval)
-            target = self._cache.revision - self._compact_keep
-            if target > self._cache.compact_revision:
-                try:
-                    await self.compact(target)
-                except StorageError as exc:
-                    log.warning("automatic compaction to %d failed: %s", target, exc)
 
     # history older than the event ring -----------------------------------------
 
-    def _check_compacted(self, revision: int) -> None:
-        """Raise CompactedError for a revision older than the compact revision known here."""
-        if revision < self._cache.compact_revision:
-            raise CompactedError(revision, self._cache.compact_revision)
 
     async def _history_get(self, key: str, revision: int) -> KeyValue | None:
         """See CachedBackend._history_get."""

@@ -26,7 +26,6 @@ from kubelite.storage.backend import (
     ADDED,
     DELETED,
     MODIFIED,
-    CompactedError,
     Event,
     KeyValue,
     StorageError,
@@ -221,7 +220,7 @@ class SqliteBackend(CachedBackend):
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="kubelite-sqlite-read")
         self._writer = threading.Thread(target=self._write_loop, name="kubelite-sqlite-writer", daemon=True)
         self._writer.start()
-        self._compactor = asyncio.create_task(self._compact_periodically())
+        self._compactor = asyncio.create_task(self._compact_periodically(self._compact_interval, self._compact_keep))
 
     def _open(self) -> tuple[sqlite3.Connection, dict[str, KeyValue], int, int]:
         """Lock and open the file, create the schema, and read the state back (runs on a worker thread)."""
@@ -385,23 +384,9 @@ class SqliteBackend(CachedBackend):
             cursor = await self._run(partial(_delete_compacted, revision, cursor))
         log.debug("datastore compacted to revision %d", revision)
 
-    async def _compact_periodically(self) -> None:
-        """Keep the file from growing without bound under churn: keep only the last compact_keep revisions."""
-        while True:
-            await asyncio.sleep(self._compact_interval)
-            target = self._cache.revision - self._compact_keep
-            if target > self._cache.compact_revision:
-                try:
-                    await self.compact(target)
-                except StorageError as exc:
-                    log.warning("automatic compaction to %d failed: %s", target, exc)
 
     # history older than the event ring -----------------------------------------
 
-    def _check_compacted(self, revision: int) -> None:
-        """Raise CompactedError for a revision older than the compact revision."""
-        if revision < self._cache.compact_revision:
-            raise CompactedError(revision, self._cache.compact_revision)
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run a query on a reader thread with its own connection; WAL lets it proceed beside the writer."""
