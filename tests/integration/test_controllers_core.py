@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -79,18 +80,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stop_server(running)
 
 
-@pytest.fixture
-async def client(server: Cluster) -> AsyncIterator[ApiClient]:
-    """A client, with the controllers under test running on another one until the test ends."""
+@contextlib.asynccontextmanager
+async def controllers_running(server: Cluster, controllers: list[Any]) -> AsyncIterator[ApiClient]:
+    """A client, with the controllers running on another one until the block ends."""
     async with ApiClient(load_kubeconfig(server.kubeconfig)) as api, \
             ApiClient(load_kubeconfig(server.kubeconfig)) as controller_client:
         stop = asyncio.Event()
-        running = asyncio.create_task(run_controllers(controller_client, stop, CONTROLLERS))
+        running = asyncio.create_task(run_controllers(controller_client, stop, controllers))
         try:
             yield api
         finally:
             stop.set()
             await asyncio.wait_for(running, 20)
+
+
+@pytest.fixture
+async def client(server: Cluster) -> AsyncIterator[ApiClient]:
+    """A client, with the controllers under test running until the test ends."""
+    async with controllers_running(server, CONTROLLERS) as api:
+        yield api
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubelite.client import ApiClient, ApiError, load_kubeconfig, run_controllers
+from kubelite.client import ApiClient, ApiError
 from kubelite.client.resources import (
     EVENTS,
     NAMESPACES,
@@ -33,7 +33,7 @@ from kubelite.scheduler.volumes import (
     SELECTED_NODE,
 )
 from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
-from tests.integration.test_controllers_core import eventually, get_or_none, gone
+from tests.integration.test_controllers_core import controllers_running, eventually, get_or_none, gone
 
 Obj = dict[str, Any]
 _names = itertools.count()
@@ -50,16 +50,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def client(server: Cluster) -> AsyncIterator[ApiClient]:
-    """A client, with the controller running on another one until the test ends."""
-    async with ApiClient(load_kubeconfig(server.kubeconfig)) as api, \
-            ApiClient(load_kubeconfig(server.kubeconfig)) as controller_client:
-        stop = asyncio.Event()
-        running = asyncio.create_task(run_controllers(controller_client, stop, CONTROLLERS))
-        try:
-            yield api
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 20)
+    """A client, with the controllers under test running until the test ends."""
+    async with controllers_running(server, CONTROLLERS) as api:
+        yield api
 
 
 @pytest.fixture
