@@ -246,11 +246,7 @@ class PersistentVolumeController(Controller):
         """A volume's phase from its claimRef: Available, Bound, or Released (and reclaimed) once its claim is gone."""
         ref = (volume.get("spec") or {}).get("claimRef")
         phase = (volume.get("status") or {}).get("phase")
-        if not ref:
-            if phase != "Available":
-                await self._volume_status(volume, {"phase": "Available"})
-            return
-        if not ref.get("uid"):
+        if not ref or not ref.get("uid"):
             if phase != "Available":
                 await self._volume_status(volume, {"phase": "Available"})
             return
