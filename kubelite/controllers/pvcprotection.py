@@ -9,22 +9,15 @@ from typing import Any
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import PERSISTENTVOLUMECLAIMS, PODS
 from kubelite.client.store import split_key
-from kubelite.scheduler.volumes import PVC_PROTECTION
+from kubelite.scheduler.volumes import PVC_PROTECTION, pod_claims
 
 Obj = dict[str, Any]
 FINISHED = ("Succeeded", "Failed")
 
 
 def claims_of(pod: Obj) -> list[str]:
-    """Keys of the claims a pod's volumes use (an ephemeral volume's claim is named <pod>-<volume>)."""
-    meta = pod["metadata"]
-    keys = []
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if "persistentVolumeClaim" in volume:
-            keys.append(f"{meta['namespace']}/{volume['persistentVolumeClaim'].get('claimName', '')}")
-        elif "ephemeral" in volume:
-            keys.append(f"{meta['namespace']}/{meta['name']}-{volume.get('name', '')}")
-    return keys
+    """Keys of the claims a pod's volumes use."""
+    return [f"{pod['metadata']['namespace']}/{name}" for name, _ in pod_claims(pod)]
 
 
 def uses(pod: Obj, key: str) -> bool:

@@ -128,3 +128,15 @@ def best_volume(claim: Obj, volumes: Iterable[Obj], node: tuple[Mapping[str, str
     if pre_bound:
         return pre_bound[0]
     return min(candidates, key=lambda v: (capacity_bytes(v), v["metadata"]["name"]), default=None)
+
+
+def pod_claims(pod: Obj) -> list[tuple[str, bool]]:
+    """The claims the pod's volumes use, each with whether it belongs to an ephemeral volume (<pod>-<volume>)."""
+    name = pod["metadata"]["name"]
+    claims: dict[str, bool] = {}
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if volume.get("persistentVolumeClaim") is not None:
+            claims.setdefault(volume["persistentVolumeClaim"].get("claimName") or "", False)
+        elif volume.get("ephemeral") is not None:
+            claims.setdefault(f"{name}-{volume.get('name', '')}", True)
+    return list(claims.items())

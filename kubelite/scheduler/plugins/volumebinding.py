@@ -35,6 +35,7 @@ from kubelite.scheduler.volumes import (
     claim_class,
     fits,
     node_matches,
+    pod_claims,
     requested_bytes,
     waits_for_consumer,
 )
@@ -52,16 +53,6 @@ POLL_INTERVAL = 0.1
 """How often PreBind looks at the claims' informer copies while waiting for them to be bound."""
 
 
-def pod_claims(pod: Obj) -> list[tuple[str, bool]]:
-    """The claims the pod's volumes use, each with whether it belongs to an ephemeral volume (<pod>-<volume>)."""
-    name = pod["metadata"]["name"]
-    claims: dict[str, bool] = {}
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if volume.get("persistentVolumeClaim") is not None:
-            claims.setdefault(volume["persistentVolumeClaim"].get("claimName") or "", False)
-        elif volume.get("ephemeral") is not None:
-            claims.setdefault(f"{name}-{volume.get('name', '')}", True)
-    return list(claims.items())
 
 
 def is_bound(claim: Obj) -> bool:
