@@ -123,6 +123,39 @@ def new_rs_replicas(d: Obj, all_sets: list[Obj], new: Obj) -> int:
     return spec_replicas(new) + min(most - current, spec_replicas(d) - spec_replicas(new))
 
 
+def healthy(rs: Obj) -> int:
+    """Available replicas a ReplicaSet keeps: a status written before its scale-down may still count deleted pods."""
+    return min(available(rs), spec_replicas(rs))
+
+
+def plan_old_scale_down(d: Obj, all_sets: list[Obj], olds: list[Obj], new: Obj) -> list[tuple[Obj, int]]:
+    """reconcileOldReplicaSets: (old ReplicaSet, new size) pairs, oldest first; unhealthy replicas go first, then
+    healthy ones while spec.replicas - maxUnavailable stay available."""
+    if sum(spec_replicas(rs) for rs in olds) == 0:
+        return []
+    min_available = spec_replicas(d) - max_unavailable(d)
+    new_unavailable = spec_replicas(new) - healthy(new)
+    most = sum(spec_replicas(rs) for rs in all_sets) - min_available - new_unavailable
+    if most <= 0:
+        return []
+    olds = sorted(olds, key=lambda rs: (created_at(rs), rs["metadata"]["name"]))
+    sizes = [spec_replicas(rs) for rs in olds]
+    cleaned = 0
+    for i, rs in enumerate(olds):
+        unhealthy = sizes[i] - healthy(rs)
+        if cleaned >= most or unhealthy <= 0:
+            continue
+        count = min(most - cleaned, unhealthy)
+        sizes[i] -= count
+        cleaned += count
+    budget = sum(healthy(rs) for rs in [*olds, new]) - min_available
+    for i in range(len(olds)):
+        count = max(min(sizes[i], budget), 0)
+        sizes[i] -= count
+        budget -= count
+    return [(rs, size) for rs, size in zip(olds, sizes, strict=True) if size != spec_replicas(rs)]
+
+
 def proportion(rs: Obj, d: Obj, to_add: int, added: int) -> int:
     """GetProportion: this ReplicaSet's share of a scaling of the deployment during a rollout."""
     if spec_replicas(rs) == 0 or to_add == 0 or to_add == added:
@@ -449,34 +482,11 @@ class DeploymentController(WorkloadController):
         return (await self.scale_rs(new, new_rs_replicas(d, all_sets, new), d))[0]
 
     async def reconcile_old(self, all_sets: list[Obj], olds: list[Obj], new: Obj, d: Obj) -> bool:
-        """Scale old ReplicaSets down, unhealthy replicas first, keeping spec.replicas - maxUnavailable available."""
-        if sum(spec_replicas(rs) for rs in olds) == 0:
-            return False
-        min_available = spec_replicas(d) - max_unavailable(d)
-        new_unavailable = spec_replicas(new) - available(new)
-        most = sum(spec_replicas(rs) for rs in all_sets) - min_available - new_unavailable
-        if most <= 0:
-            return False
-        olds = sorted(olds, key=lambda rs: (created_at(rs), rs["metadata"]["name"]))
-        cleaned = 0
-        for i, rs in enumerate(olds):
-            unhealthy = spec_replicas(rs) - available(rs)
-            if cleaned >= most or spec_replicas(rs) == 0 or unhealthy <= 0:
-                continue
-            count = min(most - cleaned, unhealthy)
-            olds[i] = (await self.scale_rs(rs, spec_replicas(rs) - count, d))[1]
-            cleaned += count
-        healthy = sum(available(rs) for rs in [*olds, new])
-        budget, scaled = healthy - min_available, 0
-        for rs in olds:
-            if scaled >= budget:
-                break
-            if spec_replicas(rs) == 0:
-                continue
-            count = min(spec_replicas(rs), budget - scaled)
-            await self.scale_rs(rs, spec_replicas(rs) - count, d)
-            scaled += count
-        return cleaned + scaled > 0
+        """Scale old ReplicaSets down as far as plan_old_scale_down allows."""
+        scaled = False
+        for rs, replicas in plan_old_scale_down(d, all_sets, olds, new):
+            scaled = (await self.scale_rs(rs, replicas, d))[0] or scaled
+        return scaled
 
     async def rollout_recreate(self, d: Obj, sets: list[Obj], new: Obj | None, olds: list[Obj]) -> Requeue | None:
         """rolloutRecreate: scale every old ReplicaSet to 0, wait for their pods to go, then scale the new one up."""

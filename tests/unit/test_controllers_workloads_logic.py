@@ -20,6 +20,7 @@ from kubelite.controllers.deployment import (
     fenceposts,
     max_unavailable,
     new_rs_replicas,
+    plan_old_scale_down,
     proportion,
     set_new_rs_annotations,
 )
@@ -186,7 +187,7 @@ def deployment(replicas: int, surge: Any = "25%", unavailable: Any = "25%", **an
 
 
 def rs(replicas: int, available: int = 0, **annotations: str) -> Obj:
-    return {"metadata": {"annotations": annotations}, "spec": {"replicas": replicas},
+    return {"metadata": {"name": "rs", "annotations": annotations}, "spec": {"replicas": replicas},
             "status": {"availableReplicas": available}}
 
 
@@ -205,6 +206,22 @@ def test_new_replica_set_grows_within_surge() -> None:
     assert new_rs_replicas(d, [rs(10), new], new) == 3
     assert new_rs_replicas(d, [rs(10), rs(3)], rs(3)) == 3, "already at replicas + maxSurge"
     assert new_rs_replicas(d, [rs(5), rs(6)], rs(6)) == 8
+
+
+def test_old_sets_scale_down_within_max_unavailable() -> None:
+    d = deployment(4)
+    old, new = rs(4, 4), rs(1, 0)
+    assert plan_old_scale_down(d, [old, new], [old], new) == [(old, 3)], "one of 4 may be unavailable"
+    old, new = rs(3, 3), rs(2, 0)
+    assert plan_old_scale_down(d, [old, new], [old], new) == [], "3 available is the floor"
+    stale, new = rs(3, 4), rs(2, 1)
+    assert plan_old_scale_down(d, [stale, new], [stale], new) == [(stale, 2)], \
+        "a status still counting the pod its scale-down deleted must not buy a second one"
+    older, old, new = rs(2, 0), rs(3, 3), rs(1, 1)
+    older["metadata"].update(name="a", creationTimestamp="2024-01-01T00:00:00Z")
+    old["metadata"].update(name="b", creationTimestamp="2024-01-02T00:00:00Z")
+    assert plan_old_scale_down(d, [older, old, new], [old, older], new) == [(older, 0), (old, 2)], \
+        "unready replicas go first, then one ready one"
 
 
 def test_proportional_shares_of_a_scale_up() -> None:
