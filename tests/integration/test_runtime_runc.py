@@ -126,7 +126,8 @@ def leftovers(node: Node, pod_cgroup: str) -> list[str]:
     left = mounts_under(node.base) + runc_containers(node.run / "runc")
     left += [str(root) for root in cgroups.hierarchies().values() if (root / pod_cgroup.lstrip("/")).exists()]
     for directory in (node.run / "netns", node.run / "ipcns", node.run / "utsns", node.run / "shm",
-                      node.state / "sandboxes", node.state / "containers"):
+                      node.run / "sandboxes", node.run / "containers", node.state / "sandboxes",
+                      node.state / "containers"):
         left += [str(p) for p in directory.glob("*")]
     return left
 
@@ -545,9 +546,11 @@ async def test_remove_cleans_up(runtime: RuncRuntime, node: Node, image: Busybox
     pod_cgroup = f"{node.cgroup_root}/pod{config.uid}"
     assert cgroups.path_in("memory", f"{pod_cgroup}/{container_id}").exists()
     assert len(mounts_under(node.base)) >= 5
+    layer, bundle = node.state / "containers" / container_id, node.run / "containers" / container_id / "bundle"
+    assert (layer / "upper").is_dir() and (bundle / "config.json").is_file(), "writable layer on disk, bundle in run"
     await runtime.remove_container(container_id)
     assert not cgroups.path_in("memory", f"{pod_cgroup}/{container_id}").exists()
-    assert not (node.state / "containers" / container_id).exists()
+    assert not layer.exists() and not bundle.parent.exists()
     with pytest.raises(KeyError):
         await runtime.container_status(container_id)
     await runtime.remove_pod_sandbox(sandbox_id)
@@ -696,4 +699,34 @@ async def test_adopted_container_takes_stdin_and_reports_exit(node: Node, image:
         assert log_lines(status.log_path) == [("stdout", "F", b"go")]
     finally:
         await second.remove_pod_sandbox(sandbox_id)
+        await second.close()
+
+
+async def test_state_after_a_reboot_is_cleaned_up(node: Node, image: BusyboxImage) -> None:
+    """A reboot ends the containers and empties the run directory (a tmpfs) and the cgroups; the records on disk
+    then describe exited containers, which a new instance reports and removes with their writable layers."""
+    first = node.runtime()
+    await first.start()
+    config = pod(node)
+    sandbox_id = await first.run_pod_sandbox(config)
+    container_id = await run(first, sandbox_id, config, container(image, "sleep 1000"))
+    pid = (await first.container_status(container_id)).pid
+    await first.close()
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(os.waitpid, pid, 0)
+    for point in reversed(mounts_under(node.run)):
+        syscalls.umount(point, syscalls.MNT_DETACH)
+    shutil.rmtree(node.run)
+    pod_cgroup = f"{node.cgroup_root}/pod{config.uid}"
+    cgroups.remove(f"{pod_cgroup}/{container_id}")
+    cgroups.remove(pod_cgroup)
+    second = node.runtime()
+    await second.start()
+    try:
+        status = await second.container_status(container_id)
+        assert (status.state, status.reason) == (ContainerState.EXITED, "Unknown")
+        assert (await second.pod_sandbox_status(sandbox_id)).state == SandboxState.NOTREADY
+        await second.remove_pod_sandbox(sandbox_id)
+        assert leftovers(node, pod_cgroup) == []
+    finally:
         await second.close()

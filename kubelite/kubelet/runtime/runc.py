@@ -4,9 +4,11 @@
   thread and pinned by bind mounts under <run_dir>/{netns,ipcns,utsns}/<id> (as CRI-O's pinns), so a pod costs
   no process and its namespaces outlive an agent restart. Only shareProcessNamespace needs a process: a pause
   container (busybox sh as PID 1, reaping orphans) holds the shared PID namespace.
-- Container: an OCI bundle over an overlayfs rootfs, cgroups under the pod's cgroup (cgroupfs), `runc create`
-  with FIFOs as stdout/stderr opened read-write by the container (so a writer never meets a missing reader);
-  the agent copies the FIFOs into CRI-format logs, and reopens them after a restart.
+- Container: an OCI bundle over an overlayfs rootfs, kept with runc's log and the stdio FIFOs on the run directory
+  (a tmpfs) and only the writable layer on disk, as containerd lays them out (on this machine's ext4 every new
+  inode costs); cgroups under the pod's cgroup (cgroupfs), `runc create` with FIFOs as stdout/stderr opened
+  read-write by the container (so a writer never meets a missing reader); the agent copies the FIFOs into
+  CRI-format logs, and reopens them after a restart.
 - Exits: the agent is a child subreaper; each init is watched through a pidfd, its status read with
   waitid(P_PIDFD). State lives in one JSON file per sandbox and per container, so a new instance adopts
   running containers without restarting them.
@@ -101,6 +103,13 @@ def _write_pause_bundle(bundle: Path, spec: bytes) -> None:
         (bundle / "rootfs" / sub).mkdir(parents=True, exist_ok=True)
     (bundle / "rootfs" / "busybox").touch()
     (bundle / "config.json").write_bytes(spec)
+
+
+def _remove_dirs(*paths: str) -> None:
+    """Remove directory trees that may be gone already; an empty path names none."""
+    for path in paths:
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def now_ns() -> int:
@@ -247,7 +256,7 @@ class RuncRuntime(RuntimeService):
         the pause container."""
         podfiles.check_sysctls(config)
         sandbox_id = secrets.token_hex(32)
-        directory = self.store.sandboxes / sandbox_id
+        directory = self.run_dir / "sandboxes" / sandbox_id
         await in_thread(lambda: directory.mkdir(parents=True))
         hostname = os.uname().nodename if config.host_network else (config.hostname or config.name)
         record = SandboxRecord(id=sandbox_id, config=config, state=SandboxState.NOTREADY, created_at=now_ns(),
@@ -334,7 +343,7 @@ class RuncRuntime(RuntimeService):
 
     async def _start_pause(self, sandbox: SandboxRecord) -> str:
         pause_id = secrets.token_hex(32)
-        directory = self.store.containers / pause_id
+        directory = self.run_dir / "containers" / pause_id
         record = ContainerRecord(id=pause_id, sandbox_id=sandbox.id, name="POD", attempt=0, dir=str(directory),
                                  cgroups_path=f"{sandbox.cgroup_parent}/{pause_id}", state=ContainerState.CREATED,
                                  created_at=now_ns(), pause=True, host_pid=False)
@@ -380,7 +389,7 @@ class RuncRuntime(RuntimeService):
         localhost = (await asyncio.to_thread(seccomp.read_profile, Path(profile.localhost_ref))
                      if profile.type == "Localhost" else None)
         container_id = secrets.token_hex(32)
-        directory = self.store.containers / container_id
+        directory = self.run_dir / "containers" / container_id
         image = image_settings(config.image.config)
         log_path = ""
         if config.log_path:
@@ -388,8 +397,9 @@ class RuncRuntime(RuntimeService):
         record = ContainerRecord(
             id=container_id, sandbox_id=sandbox_id, name=config.name, attempt=config.attempt, dir=str(directory),
             cgroups_path=f"{sandbox.cgroup_parent}/{container_id}", state=ContainerState.CREATED,
-            created_at=now_ns(), image=config.image_name, log_path=log_path, tty=config.tty, stdin=config.stdin,
-            stdin_once=config.stdin_once, stop_signal=stop_signal(image), host_pid=sandbox.config.host_pid,
+            created_at=now_ns(), layer=str(self.store.containers / container_id), image=config.image_name,
+            log_path=log_path, tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
+            stop_signal=stop_signal(image), host_pid=sandbox.config.host_pid,
             labels=dict(config.labels), annotations=dict(config.annotations))
         context = self._context(sandbox)
         if config.security.pid_target:
@@ -424,10 +434,10 @@ class RuncRuntime(RuntimeService):
         """Mount the rootfs, write config.json (with the Localhost seccomp profile's content, if any), make the stdio
         FIFOs and the log's directory (for a worker thread)."""
         assert self.host is not None
-        directory = Path(record.dir)
+        directory, layer = Path(record.dir), Path(record.layer)
         bundle = directory / "bundle"
         bundle.mkdir(parents=True)
-        rootfs.mount_overlay(config.image.layer_dirs, directory / "upper", directory / "work", bundle / "rootfs")
+        rootfs.mount_overlay(config.image.layer_dirs, layer / "upper", layer / "work", bundle / "rootfs")
         image = image_settings(config.image.config)
         user = rootfs.resolve_user(bundle / "rootfs", str(image.get("User") or ""), config.security)
         devices = rootfs.host_devices() if config.security.privileged else rootfs.requested_devices(config.devices)
@@ -592,7 +602,7 @@ class RuncRuntime(RuntimeService):
             live.close()
         self._live.pop(container_id, None)
         self._containers.pop(container_id, None)
-        await asyncio.to_thread(shutil.rmtree, record.dir, True)
+        await asyncio.to_thread(_remove_dirs, record.dir, record.layer)
         await self.store.erase_container(container_id)
         if announce:
             self._emit(record, ContainerEventType.DELETED)

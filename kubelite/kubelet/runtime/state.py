@@ -61,10 +61,13 @@ class ContainerRecord:
     name: str
     attempt: int
     dir: str
-    """Holds the bundle (config.json, rootfs mount point), the overlay upper/work dirs and the stdio FIFOs."""
+    """Holds the bundle (config.json, rootfs mount point), runc's log and the stdio FIFOs: under the run directory,
+    in memory like containerd's task bundles under /run, since all of it is made again for a new container."""
     cgroups_path: str
     state: ContainerState
     created_at: int
+    layer: str = ""
+    """The writable layer on disk (the overlay's upper and work directories); none for a pause container."""
     image: str = ""
     log_path: str = ""
     tty: bool = False
