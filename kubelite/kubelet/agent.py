@@ -161,7 +161,7 @@ class Kubelet:
         config = self.config
         self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
-        self.runtime = RuncRuntime(state_dir=config.agent_dir / "containers", run_dir=config.run_dir,
+        self.runtime = RuncRuntime(layers_dir=config.agent_dir / "layers", run_dir=config.run_dir,
                                    cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
         self.images = ImageStore(config.agent_dir / "images", load_registries(config.private_registry))
 

@@ -1,5 +1,5 @@
-"""Paths that keep pod start cheap: append-only runtime state files (compaction, crash recovery), helper processes
-spawned without forking the agent (large stdin/stdout, reaped when cancelled), and nft runs shared by concurrent pod
+"""Paths that keep pod start cheap: runtime state files replaced atomically, helper processes spawned without forking
+the agent (large stdin/stdout, reaped when cancelled), and nft runs shared by concurrent pod
 network set-ups."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from kubelite.kubelet.network import nat
 from kubelite.kubelet.network.plugin import BridgeNetwork
 from kubelite.kubelet.runtime import spawn
 from kubelite.kubelet.runtime.base import ContainerState
-from kubelite.kubelet.runtime.state import COMPACT_AFTER, ContainerRecord, StateStore
+from kubelite.kubelet.runtime.state import ContainerRecord, StateStore
 from tests import netns
 from tests.integration.test_network import hostport, pod_config
 
@@ -23,12 +23,6 @@ from tests.integration.test_network import hostport, pod_config
 def record(exit_code: int) -> ContainerRecord:
     return ContainerRecord(id="c1", sandbox_id="s1", name="app", attempt=0, dir="/c", cgroups_path="/x/c1",
                            state=ContainerState.EXITED, created_at=7, exit_code=exit_code)
-
-
-def cut_line(path: Path) -> None:
-    """What a crash in the middle of an append leaves behind."""
-    with open(path, "ab") as f:
-        f.write(b'{"id": "c1", "sandbox_id"')
 
 
 def zombie_children() -> list[str]:
@@ -42,26 +36,17 @@ def hairpin_set(table: str) -> str:
                           check=True).stdout
 
 
-def test_saves_append_and_the_file_is_compacted(tmp_path: Path) -> None:
+def test_a_save_replaces_the_record_whole(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    for code in range(COMPACT_AFTER * 2 + 3):
+    store.open()
+    for code in range(3):
         store.save_container(record(code))
-    path = tmp_path / "containers" / "c1.json"
-    assert 1 <= len(path.read_bytes().splitlines()) <= COMPACT_AFTER
-    assert StateStore(tmp_path).load_containers()[0].exit_code == COMPACT_AFTER * 2 + 2
-
-
-async def test_a_line_cut_by_a_crash_is_skipped_then_replaced(tmp_path: Path) -> None:
-    StateStore(tmp_path).save_container(record(1))
-    path = tmp_path / "containers" / "c1.json"
-    cut_line(path)
-    again = StateStore(tmp_path)
-    assert again.load_containers()[0].exit_code == 1
-    await again.write_container(record(2))
-    assert len(path.read_bytes().splitlines()) == 1
-    assert StateStore(tmp_path).load_containers()[0].exit_code == 2
-    await again.erase_container("c1")
-    assert not path.exists()
+    assert [p.name for p in (tmp_path / "containers").iterdir()] == ["c1.json"], "no temporary file left"
+    leftover = tmp_path / "containers" / ".c1.json.tmp"
+    leftover.write_bytes(b'{"id": "c1", "sandbox_id"')
+    assert [r.exit_code for r in StateStore(tmp_path).load_containers()] == [2], "a save cut by a crash is ignored"
+    store.delete_container("c1")
+    assert StateStore(tmp_path).load_containers() == []
 
 
 async def test_spawn_feeds_and_captures_more_than_a_pipe_holds() -> None:

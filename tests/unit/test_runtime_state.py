@@ -14,6 +14,7 @@ from kubelite.kubelet.runtime.state import ContainerRecord, SandboxRecord, State
 
 def test_records_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
+    store.open()
     dns = DNSConfig(["10.0.0.10"], ["prod.svc"], ["ndots:5"])
     config = SandboxConfig(name="web", namespace="prod", uid="u1", dns=dns,
                            port_mappings=[PortMapping(80, 8080)], labels={"app": "web"}, sysctls={"net.a": "1"})

@@ -77,7 +77,7 @@ from kubelite.kubelet.runtime.streams import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_STATE_DIR = Path("/var/lib/kubelite/agent/containers")
+DEFAULT_LAYERS_DIR = Path("/var/lib/kubelite/agent/layers")
 DEFAULT_RUN_DIR = Path("/run/kubelite")
 DRAIN_TIMEOUT = 2.0
 KILL_TIMEOUT = 30.0
@@ -110,6 +110,14 @@ def _remove_dirs(*paths: str) -> None:
     for path in paths:
         if path:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_layers_but(layers_dir: Path, keep: set[str]) -> None:
+    """Remove the writable layers of containers not in keep."""
+    layers_dir.mkdir(parents=True, exist_ok=True)
+    for layer in layers_dir.iterdir():
+        if layer.name not in keep:
+            shutil.rmtree(layer, ignore_errors=True)
 
 
 def now_ns() -> int:
@@ -160,11 +168,11 @@ class _Live:
 class RuncRuntime(RuntimeService):
     """RuntimeService on runc: see the module docstring for the design."""
 
-    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, run_dir: Path = DEFAULT_RUN_DIR,
+    def __init__(self, layers_dir: Path = DEFAULT_LAYERS_DIR, run_dir: Path = DEFAULT_RUN_DIR,
                  network: NetworkPlugin | None = None, runc_binary: str | None = None, cgroup_root: str = "/kubelite",
                  log_max_size: int = DEFAULT_MAX_SIZE, log_max_files: int = DEFAULT_MAX_FILES,
                  pause_binary: str = "/usr/bin/busybox", orphan_sweep_s: float = ORPHAN_SWEEP):
-        self.state_dir = Path(state_dir)
+        self.layers_dir = Path(layers_dir)
         self.run_dir = Path(run_dir)
         self.network: NetworkPlugin = network or LoopbackNetwork()
         self.runc = Runc(runc_binary or find_runc(), self.run_dir / "runc")
@@ -173,7 +181,7 @@ class RuncRuntime(RuntimeService):
         self.log_max_files = log_max_files
         self.pause_binary = pause_binary
         self.orphan_sweep_s = orphan_sweep_s
-        self.store = StateStore(self.state_dir)
+        self.store = StateStore(self.run_dir / "state")
         self.host: HostInfo | None = None
         self._sandboxes: dict[str, SandboxRecord] = {}
         self._containers: dict[str, ContainerRecord] = {}
@@ -185,22 +193,25 @@ class RuncRuntime(RuntimeService):
     # ---- lifecycle of the runtime itself
 
     async def start(self) -> None:
-        """Become the subreaper, load the state a previous instance left, adopt its running containers."""
+        """Become the subreaper, load the state a previous instance left, adopt its running containers, and remove
+        writable layers no record names (their containers went with a reboot, which emptied the run directory)."""
         syscalls.set_child_subreaper(True)
         self.host = host_info()
         self.runc.root.mkdir(parents=True, exist_ok=True)
+        self.store.open()
         for sandbox in self.store.load_sandboxes():
             self._sandboxes[sandbox.id] = sandbox
             if sandbox.state == SandboxState.READY and not all(
                     namespaces.is_pinned(Path(p)) for p in sandbox.namespaces.values()):
                 sandbox.state = SandboxState.NOTREADY
-                await self.store.write_sandbox(sandbox)
+                self.store.save_sandbox(sandbox)
         for record in self.store.load_containers():
             self._containers[record.id] = record
             try:
                 await self._adopt(record)
             except Exception:
                 log.exception("could not adopt container %s", record.id)
+        await asyncio.to_thread(_remove_layers_but, self.layers_dir, set(self._containers))
         self._sweeper = asyncio.create_task(self._sweep_orphans())
 
     async def close(self) -> None:
@@ -265,7 +276,7 @@ class RuncRuntime(RuntimeService):
         kinds = ([] if config.host_network else ["net", "uts"]) + ([] if config.host_ipc else ["ipc"])
         record.namespaces = {kind: str(self.run_dir / f"{kind}ns" / sandbox_id) for kind in kinds}
         self._sandboxes[sandbox_id] = record
-        await self.store.write_sandbox(record)
+        self.store.save_sandbox(record)
         try:
             await namespaces.pin_namespaces({k: Path(p) for k, p in record.namespaces.items()}, hostname,
                                             config.sysctls)
@@ -273,14 +284,14 @@ class RuncRuntime(RuntimeService):
             record.shm_path = "/dev/shm" if config.host_ipc else await in_thread(lambda: podfiles.mount_shm(shm))
             if not config.host_network:
                 record.network_ready = True
-                await self.store.write_sandbox(record)
+                self.store.save_sandbox(record)
                 record.ip = await self.network.setup(sandbox_id, record.namespaces["net"], config)
             ip = record.ip
             record.files = await in_thread(lambda: podfiles.write_files(directory, config, hostname, ip))
             if config.share_process_namespace and not config.host_pid:
                 record.pause_id = await self._start_pause(record)
             record.state = SandboxState.READY
-            await self.store.write_sandbox(record)
+            self.store.save_sandbox(record)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.remove_pod_sandbox(sandbox_id)
@@ -301,7 +312,7 @@ class RuncRuntime(RuntimeService):
         namespaces.unpin_namespaces([Path(p) for p in record.namespaces.values()])
         podfiles.unmount_shm(record.shm_path)
         record.state = SandboxState.NOTREADY
-        await self.store.write_sandbox(record)
+        self.store.save_sandbox(record)
 
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         """Stop the sandbox, remove its containers, its pod cgroup when empty, and its files (idempotent)."""
@@ -314,7 +325,7 @@ class RuncRuntime(RuntimeService):
         if not any(s.cgroup_parent == record.cgroup_parent for s in self._sandboxes.values() if s.id != sandbox_id):
             cgroups.remove(record.cgroup_parent)
         await asyncio.to_thread(shutil.rmtree, record.dir, True)
-        await self.store.erase_sandbox(sandbox_id)
+        self.store.delete_sandbox(sandbox_id)
         self._sandboxes.pop(sandbox_id, None)
 
     def _sandbox_status(self, record: SandboxRecord) -> SandboxStatus:
@@ -353,7 +364,7 @@ class RuncRuntime(RuntimeService):
         spec = orjson.dumps(pause_spec(self.pause_binary, context, record.cgroups_path))
         await in_thread(lambda: _write_pause_bundle(bundle, spec))
         self._containers[pause_id] = record
-        await self.store.write_container(record)
+        self.store.save_container(record)
         live = self._live[pause_id] = _Live()
         try:
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -368,7 +379,7 @@ class RuncRuntime(RuntimeService):
             raise
         record.state = ContainerState.RUNNING
         record.started_at = now_ns()
-        await self.store.write_container(record)
+        self.store.save_container(record)
         return pause_id
 
     # ---- containers
@@ -397,7 +408,7 @@ class RuncRuntime(RuntimeService):
         record = ContainerRecord(
             id=container_id, sandbox_id=sandbox_id, name=config.name, attempt=config.attempt, dir=str(directory),
             cgroups_path=f"{sandbox.cgroup_parent}/{container_id}", state=ContainerState.CREATED,
-            created_at=now_ns(), layer=str(self.store.containers / container_id), image=config.image_name,
+            created_at=now_ns(), layer=str(self.layers_dir / container_id), image=config.image_name,
             log_path=log_path, tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
             stop_signal=stop_signal(image), host_pid=sandbox.config.host_pid,
             labels=dict(config.labels), annotations=dict(config.annotations))
@@ -412,7 +423,7 @@ class RuncRuntime(RuntimeService):
             stdio = container_stdio(directory, config.tty, config.stdin, config.stdin_once)
             live.stdin_fd = stdio.agent_stdin
             console = self.run_dir / "console" / f"{secrets.token_hex(8)}.sock" if config.tty else None
-            await self.store.write_container(record)
+            self.store.save_container(record)
             record.pid, live.master_fd = await self.runc.create(container_id, directory / "bundle",
                                                                 directory / "runc.log", stdio.container, console)
             self._watch(record, live)
@@ -425,7 +436,7 @@ class RuncRuntime(RuntimeService):
             await self._remove(container_id, announce=False)
             raise
         stdio.close()
-        await self.store.write_container(record)
+        self.store.save_container(record)
         self._emit(record, ContainerEventType.CREATED)
         return container_id
 
@@ -485,13 +496,13 @@ class RuncRuntime(RuntimeService):
             record.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         record.state = ContainerState.EXITED
         record.finished_at = now_ns()
-        await self.store.write_container(record)
+        self.store.save_container(record)
         self._emit(record, ContainerEventType.STOPPED)
         if record.pause:
             sandbox = self._sandboxes.get(record.sandbox_id)
             if sandbox is not None and sandbox.state == SandboxState.READY:
                 sandbox.state = SandboxState.NOTREADY
-                await self.store.write_sandbox(sandbox)
+                self.store.save_sandbox(sandbox)
         try:
             await self._clean(record)
         finally:
@@ -511,7 +522,7 @@ class RuncRuntime(RuntimeService):
         rootfs.unmount(directory / "bundle" / "rootfs")
         record.cleaned = True
         if record.id in self._containers:
-            await self.store.write_container(record)
+            self.store.save_container(record)
 
     async def _adopt(self, record: ContainerRecord) -> None:
         """Take over a container a previous instance left: watch it again and resume its logs, or, when it
@@ -551,7 +562,7 @@ class RuncRuntime(RuntimeService):
             raise
         if record.state == ContainerState.CREATED:
             record.state = ContainerState.RUNNING
-            await self.store.write_container(record)
+            self.store.save_container(record)
             self._emit(record, ContainerEventType.STARTED)
 
     async def stop_container(self, container_id: str, timeout_s: float) -> None:
@@ -603,7 +614,7 @@ class RuncRuntime(RuntimeService):
         self._live.pop(container_id, None)
         self._containers.pop(container_id, None)
         await asyncio.to_thread(_remove_dirs, record.dir, record.layer)
-        await self.store.erase_container(container_id)
+        self.store.delete_container(container_id)
         if announce:
             self._emit(record, ContainerEventType.DELETED)
 

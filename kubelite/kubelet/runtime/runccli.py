@@ -189,9 +189,7 @@ class Runc:
         return master
 
     async def delete(self, container_id: str, log: Path) -> None:
-        """`runc delete --force`: kill what is left, remove runc's state and the container's cgroups; idempotent
-        (also after a reboot, which took runc's state and the log's directory with the run directory's tmpfs)."""
-        log.parent.mkdir(parents=True, exist_ok=True)
+        """`runc delete --force`: kill what is left, remove runc's state and the container's cgroups; idempotent."""
         try:
             await self.run(log, "delete", "--force", container_id)
         except RuncError as error:

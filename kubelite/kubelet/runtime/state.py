@@ -1,18 +1,13 @@
-"""What the runc runtime keeps on disk so a new agent process finds its sandboxes and containers again.
+"""What the runc runtime records so that a new agent process finds its sandboxes and containers again.
 
-One file per sandbox and per container. Each save appends the whole record as one JSON line and the last complete
-line wins: an append allocates no inode, where replacing the file (write a temporary file, then rename) allocates
-one per save, which on a busy ext4 costs milliseconds. A file that grew to COMPACT_AFTER lines is replaced
-atomically by its last record. The runtime writes through one background thread, in the order it asks, so that a
-stalled file operation never stops the event loop.
+One file per sandbox and per container, replaced atomically (a temporary file, then rename) at each save. They live
+on the run directory, a tmpfs: a save costs microseconds, so the event loop makes it itself, and the records go with
+a reboot as the containers do (CRI-O, too, forgets its containers after a reboot); pods then start afresh.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +95,9 @@ def sandbox_config_from_dict(data: dict[str, Any]) -> SandboxConfig:
     return SandboxConfig(**data)
 
 
-COMPACT_AFTER = 16
-"""Saves appended to a record's file before it is rewritten with the last one only."""
-
-
-def _line(record: SandboxRecord | ContainerRecord) -> bytes:
-    """A record as one JSON line (orjson serializes the dataclasses, nested ones and enums included)."""
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+def _encode(record: SandboxRecord | ContainerRecord) -> bytes:
+    """A record as JSON (orjson serializes the dataclasses, nested ones and enums included)."""
+    return orjson.dumps(record)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -116,103 +107,38 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _append(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _last_record(path: Path) -> tuple[dict[str, Any], int]:
-    """The last complete record of a file (a line cut short by a crash is skipped) and its line count towards
-    COMPACT_AFTER: all of it when the file does not end with that record, so that the next save replaces the file
-    instead of appending to a cut line."""
-    content = path.read_bytes()
-    lines = content.splitlines()
-    for index in range(len(lines) - 1, -1, -1):
-        try:
-            record = orjson.loads(lines[index])
-        except orjson.JSONDecodeError:
-            continue
-        intact = index == len(lines) - 1 and content.endswith(b"\n")
-        return record, len(lines) if intact else COMPACT_AFTER
-    raise ValueError(f"no complete record in {path}")
-
-
 class StateStore:
-    """sandboxes/<id>.json and containers/<id>.json under a state directory.
-
-    The save and delete methods work right away; their async twins (write, erase) take the record's content at the
-    call and return once the writer thread has done the work after everything asked before.
-    """
+    """sandboxes/<id>.json and containers/<id>.json under a directory of the run directory."""
 
     def __init__(self, root: Path):
         self.root = root
         self.sandboxes = root / "sandboxes"
         self.containers = root / "containers"
+
+    def open(self) -> None:
+        """Make the directories (once the run directory's tmpfs is mounted)."""
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.containers.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubelite-state")
-        self._lines: dict[Path, int] = {}
-
-    async def _in_writer(self, work: Callable[[], None]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, work)
-
-    def _save(self, path: Path, data: bytes) -> None:
-        if self._lines.get(path, 0) >= COMPACT_AFTER:
-            _write_atomic(path, data)
-            self._lines[path] = 1
-        else:
-            _append(path, data)
-            self._lines[path] = self._lines.get(path, 0) + 1
-
-    def _delete(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-        self._lines.pop(path, None)
 
     def save_sandbox(self, record: SandboxRecord) -> None:
         """Save a sandbox record."""
-        self._save(self.sandboxes / f"{record.id}.json", _line(record))
+        _write_atomic(self.sandboxes / f"{record.id}.json", _encode(record))
 
     def save_container(self, record: ContainerRecord) -> None:
         """Save a container record."""
-        self._save(self.containers / f"{record.id}.json", _line(record))
-
-    async def write_sandbox(self, record: SandboxRecord) -> None:
-        """save_sandbox in the writer thread."""
-        path, data = self.sandboxes / f"{record.id}.json", _line(record)
-        await self._in_writer(lambda: self._save(path, data))
-
-    async def write_container(self, record: ContainerRecord) -> None:
-        """save_container in the writer thread."""
-        path, data = self.containers / f"{record.id}.json", _line(record)
-        await self._in_writer(lambda: self._save(path, data))
-
-    async def erase_sandbox(self, sandbox_id: str) -> None:
-        """delete_sandbox in the writer thread (after any write of it still queued)."""
-        await self._in_writer(lambda: self.delete_sandbox(sandbox_id))
-
-    async def erase_container(self, container_id: str) -> None:
-        """delete_container in the writer thread (after any write of it still queued)."""
-        await self._in_writer(lambda: self.delete_container(container_id))
+        _write_atomic(self.containers / f"{record.id}.json", _encode(record))
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         """Forget a sandbox (idempotent)."""
-        self._delete(self.sandboxes / f"{sandbox_id}.json")
+        (self.sandboxes / f"{sandbox_id}.json").unlink(missing_ok=True)
 
     def delete_container(self, container_id: str) -> None:
         """Forget a container (idempotent)."""
-        self._delete(self.containers / f"{container_id}.json")
+        (self.containers / f"{container_id}.json").unlink(missing_ok=True)
 
-    def _load(self, directory: Path) -> list[dict[str, Any]]:
-        found = []
-        for path in directory.glob("*.json"):
-            data, self._lines[path] = _last_record(path)
-            found.append(data)
-        return found
+    @staticmethod
+    def _load(directory: Path) -> list[dict[str, Any]]:
+        return [orjson.loads(path.read_bytes()) for path in directory.glob("*.json")]
 
     def load_sandboxes(self) -> list[SandboxRecord]:
         """Every sandbox record, oldest first."""
