@@ -95,9 +95,10 @@ class AgentConfig:
 
 
 def state_on_tmpfs(path: Path) -> None:
-    """Keep the node's runtime state (runc's root, namespace pins, secret and token volumes) in memory, as /run is on
-    most systems: where it is on disk, mount a tmpfs here, but only while nothing but empty directories is there, so
-    that the state of containers already running is never hidden."""
+    """Keep the node's runtime state (runc's root, bundles, records, namespace pins, the pod network's reservations,
+    secret and token volumes) in memory, as /run is on most systems: where it is on disk, mount a tmpfs here, but
+    only while nothing but empty directories is there, so that the state of containers already running is never
+    hidden."""
     path.mkdir(parents=True, exist_ok=True)
     if syscalls.filesystem_type(str(path)) == syscalls.TMPFS_MAGIC or any(
             not entry.is_dir() or entry.is_symlink() or os.path.ismount(entry) for entry in path.rglob("*")):
@@ -157,9 +158,11 @@ class Kubelet:
         self.server: KubeletServer | None = None
 
     def _use_runc(self) -> None:
-        """The embedded runtime: runc, the agent's image store and its in-process bridge network."""
+        """The embedded runtime: runc, the agent's image store and its in-process bridge network, whose state lives
+        with the runtime's in the run directory, in memory: mounted first, before they make their directories."""
         config = self.config
-        self.network = BridgeNetwork(config.agent_dir / "network", pod_cidr=config.pod_cidr,
+        state_on_tmpfs(config.run_dir)
+        self.network = BridgeNetwork(config.run_dir / "network", pod_cidr=config.pod_cidr,
                                      cluster_cidr=config.cluster_cidr)
         self.runtime = RuncRuntime(layers_dir=config.agent_dir / "layers", run_dir=config.run_dir,
                                    cgroup_root=f"/kubelite/{config.node_name}", network=self.network)
@@ -182,12 +185,11 @@ class Kubelet:
         self.images = CriImageService(runtime.client.channel)
 
     async def _start_runtime(self) -> RuntimeVersion:
-        """Start the runtime and ask its version, with the run dir in memory (runc's state and the secret volumes
-        live there). A CRI runtime is reached first, before anything on the machine changes; one that cannot be
-        reached is an AgentStartError."""
+        """Start the runtime and ask its version. A CRI runtime is reached first, before anything on the machine
+        changes (the run dir then goes in memory for the secret volumes); one that cannot be reached is an
+        AgentStartError."""
         endpoint = self.config.container_runtime_endpoint
         if not endpoint:
-            await asyncio.to_thread(state_on_tmpfs, self.config.run_dir)
             await self.runtime.start()
             return await self.runtime.version()
         version = await self._connect(endpoint)

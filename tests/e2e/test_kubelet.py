@@ -404,6 +404,9 @@ def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> N
     c.kubectl("run", "survivor", f"--image={image}", "--", "sh", "-c", "while true; do echo tick; sleep 1; done")
     eventually(lambda: _running(c, "survivor") and _status(c, "survivor").get("ready"), 60, "survivor Running")
     before = _status(c, "survivor")
+    ip = _pod(c, "survivor")["status"]["podIP"]
+    reservation = Path("/run/kubelite") / NODE / "network" / "ipam" / ip
+    assert reservation.exists(), "the pod network's reservations live in the run directory, in memory"
     agent = c.component_pid("agent")
     assert agent is not None
     os.kill(agent, signal.SIGKILL)
@@ -412,6 +415,7 @@ def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> N
     after = _status(c, "survivor")
     assert after["containerID"] == before["containerID"] and after["restartCount"] == before["restartCount"]
     assert "state" in after and "running" in after["state"]
+    assert _pod(c, "survivor")["status"]["podIP"] == ip and reservation.exists()
     lines = c.kubectl("logs", "--tail=2", "survivor").stdout.split()
     assert lines == ["tick", "tick"]
     c.kubectl("delete", "pod", "survivor", "--grace-period=1")

@@ -1,6 +1,6 @@
 """Host-local IPAM: pod IPs from the node's podCIDR, one reservation file per IP naming its sandbox.
 
-Like the host-local CNI plugin, reservations live on disk so that an agent restart keeps them, and
+Like the host-local CNI plugin, reservations live in files so that an agent restart keeps them, and
 allocation goes round-robin after the last reserved address so a freed IP is not handed out again at once.
 """
 
