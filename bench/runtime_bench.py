@@ -74,7 +74,7 @@ async def bench(pods: int, base: Path, network: bool) -> None:
     cgroup_root = f"/kubelite-bench-{secrets.token_hex(4)}"
     net = BridgeNetwork(base / "net", "10.93.0.0/24", "10.93.0.0/16", bridge="klrtbench0",
                         table="klrtbench-net") if network else None
-    runtime = RuncRuntime(layers_dir=base / "state", run_dir=base / "run", cgroup_root=cgroup_root, network=net)
+    runtime = RuncRuntime(layers_dir=base / "layers", run_dir=base / "run", cgroup_root=cgroup_root, network=net)
     await runtime.start()
     rss_before = rss_mib()
     try:

@@ -121,7 +121,7 @@ def node_dir() -> Iterator[Path]:
 async def start_pod(base: Path, name: str = "web") -> Pod:
     """A started runtime with one pod: main (httpd on 8080 serving hello-from-pod, one line on stdout and one on
     stderr), restarted (a first life that exited, a second that runs), long (a 40000-byte line), reader (stdin)."""
-    runtime = RuncRuntime(layers_dir=base / "state", run_dir=base / "run", cgroup_root=(base / "cgroup").read_text())
+    runtime = RuncRuntime(layers_dir=base / "layers", run_dir=base / "run", cgroup_root=(base / "cgroup").read_text())
     await runtime.start()
     uid = secrets.token_hex(8)
     config = SandboxConfig(name=name, namespace="default", uid=uid, hostname=name,

@@ -1,6 +1,5 @@
 """Paths that keep pod start cheap: runtime state files replaced atomically, helper processes spawned without forking
-the agent (large stdin/stdout, reaped when cancelled), and nft runs shared by concurrent pod
-network set-ups."""
+the agent (large stdin/stdout, reaped when cancelled), and nft runs shared by concurrent pod network set-ups."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class ContainerRecord:
     attempt: int
     dir: str
     """Holds the bundle (config.json, rootfs mount point), runc's log and the stdio FIFOs: under the run directory,
-    in memory like containerd's task bundles under /run, since all of it is made again for a new container."""
+    in memory, as containerd keeps its task bundles under /run."""
     cgroups_path: str
     state: ContainerState
     created_at: int
