@@ -272,6 +272,7 @@ class Kubelet:
             self.queue.shutdown()
             await self.prober.close()
             await self.informers.stop()
+            await self.workers.objects.close()
             await self.recorder.close()
             if self.server is not None:
                 await self.server.stop()

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubelite.client.errors import ApiError, is_not_found
 from kubelite.client.events import EventRecorder
-from kubelite.client.resources import CONFIGMAPS, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS, SECRETS
+from kubelite.client.resources import PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS
 from kubelite.client.rest import ApiClient
 from kubelite.kubelet.backoff import Backoff
 from kubelite.kubelet.containers import (
@@ -30,6 +30,7 @@ from kubelite.kubelet.containers import (
 )
 from kubelite.kubelet.envvars import ConfigError, container_env
 from kubelite.kubelet.imagepull import ImagePuller, PullFailed
+from kubelite.kubelet.objectwatch import WATCHED, WatchedObjects
 from kubelite.kubelet.podstatus import TERMINAL, ContainerView, Views, pod_status
 from kubelite.kubelet.probes import Prober
 from kubelite.kubelet.runtime.base import (
@@ -48,14 +49,15 @@ from kubelite.kubelet.volumes import MountError, VolumeManager
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 VOLUME_RESYNC = 60.0
-"""Seconds between refreshes of configMap, secret and downwardAPI volume contents of a running pod."""
+"""Seconds between refreshes of the volume contents of a running pod (service account tokens, downwardAPI); a change
+of a ConfigMap or Secret it uses refreshes them at once."""
 RETRY = 5.0
 MOUNT_RETRY = 0.5
 MOUNT_RETRY_MAX = 122.0
 DEFAULT_GRACE = 30
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
-FETCHABLE = {r.plural: r for r in (CONFIGMAPS, SECRETS, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES)}
+FETCHABLE = {r.plural: r for r in (PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES)}
 
 
 @dataclass
@@ -119,6 +121,7 @@ class PodWorkers:
         self.requeue = requeue
         self.backoff = Backoff()
         self.records: dict[str, PodRecord] = {}
+        self.objects = WatchedObjects(client, self._objects_changed)
 
     async def adopt(self) -> list[str]:
         """Rebuild the records of pods whose sandboxes a previous agent left; their keys, to sync them at once."""
@@ -192,7 +195,7 @@ class PodWorkers:
 
     async def _sync_live(self, pod: Obj, rec: PodRecord) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        fetch = self._fetcher(meta["namespace"])
+        fetch = self._fetcher(meta["namespace"], rec.uid)
         if await self._past_deadline(pod, rec):
             return
         if rec.volumes is None or time.monotonic() - rec.volumes_at > VOLUME_RESYNC:
@@ -572,6 +575,7 @@ class PodWorkers:
         log_dir = Path(pod_log_dir({"metadata": {"namespace": namespace, "name": name, "uid": rec.uid}}))
         await asyncio.to_thread(shutil.rmtree, log_dir, True)
         self.backoff.forget_prefix(rec.uid)
+        await self.objects.release(rec.uid)
         self.records.pop(rec.uid, None)
 
     # ---- status
@@ -608,12 +612,24 @@ class PodWorkers:
     def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
         self.recorder.event({"kind": "Pod", "apiVersion": "v1", "metadata": pod["metadata"]}, type_, reason, message)
 
-    def _fetcher(self, namespace: str) -> Callable[[str, str], Awaitable[Obj | None]]:
-        """GETs of the objects a pod refers to, each at most once per sync; None when it does not exist."""
+    def _objects_changed(self, uids: set[str]) -> None:
+        """A ConfigMap or Secret these pods use changed: refresh their volumes (and retry their start) now."""
+        for rec in self.records.values():
+            if rec.uid in uids:
+                rec.volumes_at = 0.0
+                self.requeue(rec.key, 0)
+
+    def _fetcher(self, namespace: str, uid: str) -> Callable[[str, str], Awaitable[Obj | None]]:
+        """The objects a pod refers to, each read at most once per sync: ConfigMaps and Secrets from their watches,
+        claims and volumes by GET; None when it does not exist."""
         cache: dict[tuple[str, str], Obj | None] = {}
 
         async def fetch(plural: str, name: str) -> Obj | None:
-            if (plural, name) not in cache:
+            if (plural, name) in cache:
+                return cache[(plural, name)]
+            if plural in WATCHED:
+                cache[(plural, name)] = await self.objects.get(plural, namespace, name, uid)
+            else:
                 ns = None if plural == "persistentvolumes" else namespace
                 try:
                     cache[(plural, name)] = await self.client.get(FETCHABLE[plural], name, ns)

@@ -459,19 +459,31 @@ def test_host_network_pod_sees_the_node(node: tuple[Cluster, str]) -> None:
     c.kubectl("delete", "pod", "hostnet", "--grace-period=1")
 
 
-def test_configmap_updates_reach_a_running_pod(node: tuple[Cluster, str]) -> None:
+def test_configmap_and_secret_changes_reach_pods_at_once(node: tuple[Cluster, str]) -> None:
+    """The kubelet watches the ConfigMaps and Secrets its pods use: a pod waiting for a missing Secret starts as soon
+    as it is created, and an update reaches a mounted file within seconds (the periodic refresh alone takes a
+    minute)."""
     c, image = node
     c.kubectl("create", "configmap", "live", "--from-literal=value=first")
     manifest = _pod_manifest("reloader", image, "sleep 3600")
-    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "live", "mountPath": "/live"}]
-    manifest["spec"]["volumes"] = [{"name": "live", "configMap": {"name": "live"}}]
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "live", "mountPath": "/live"},
+                                                         {"name": "late", "mountPath": "/late"}]
+    manifest["spec"]["volumes"] = [{"name": "live", "configMap": {"name": "live"}},
+                                   {"name": "late", "secret": {"secretName": "late"}}]
     _apply(c, manifest)
-    eventually(lambda: _running(c, "reloader"), 60, "reloader Running")
-    assert c.kubectl("exec", "reloader", "--", "cat", "/live/value").stdout == "first"
+    eventually(lambda: "secret \"late\" not found" in c.kubectl("describe", "pod", "reloader").stdout, 30,
+               "a FailedMount event for the missing Secret")
+    assert not _running(c, "reloader")
+    c.kubectl("create", "secret", "generic", "late", "--from-literal=key=arrived")
+    eventually(lambda: _running(c, "reloader"), 5, "reloader Running soon after its Secret was created")
+    assert c.kubectl("exec", "reloader", "--", "cat", "/live/value", "/late/key").stdout == "firstarrived"
     c.kubectl("patch", "configmap", "live", "-p", '{"data": {"value": "second"}}')
-    eventually(lambda: c.kubectl("exec", "reloader", "--", "cat", "/live/value").stdout == "second", 90,
-               "the new value in the mounted file")
+    c.kubectl("patch", "secret", "late", "-p", '{"stringData": {"key": "changed"}}')
+    eventually(lambda: c.kubectl("exec", "reloader", "--", "cat", "/live/value", "/late/key").stdout
+               == "secondchanged", 15, "the new values in the mounted files")
     c.kubectl("delete", "pod", "reloader", "--grace-period=1")
+    c.kubectl("delete", "configmap", "live")
+    c.kubectl("delete", "secret", "late")
 
 
 def test_statefulset_keeps_its_data_on_a_provisioned_local_path_volume(node: tuple[Cluster, str]) -> None:

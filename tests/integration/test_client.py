@@ -8,7 +8,7 @@ import copy
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +50,6 @@ from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_
 Obj = dict[str, Any]
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("client"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
-
-
-@pytest.fixture
-async def client(server: Cluster) -> AsyncIterator[ApiClient]:
-    async with ApiClient(load_kubeconfig(server.kubeconfig)) as api:
-        yield api
 
 
 async def _namespace(client: ApiClient, name: str) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -41,7 +41,7 @@ from kubelite.controllers.resourcequota import ResourceQuotaController
 from kubelite.controllers.rootcacertpublisher import RootCACertPublisher
 from kubelite.controllers.serviceaccount import ServiceAccountsController
 from kubelite.controllers.ttlafterfinished import TTLAfterFinishedController
-from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import Cluster
 
 Obj = dict[str, Any]
 CUSTOMRESOURCEDEFINITIONS = resource("apiextensions.k8s.io/v1", "customresourcedefinitions")
@@ -72,12 +72,6 @@ CONTROLLERS = [FastGarbageCollector, FastNamespaceController, FastPodGC, Service
                EndpointsController, EndpointSliceController, ResourceQuotaController, DisruptionController,
                TTLAfterFinishedController]
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("controllers"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,18 +37,12 @@ from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.job import JobController
 from kubelite.controllers.replicaset import ReplicaSetController, ReplicationManager
 from kubelite.controllers.statefulset import StatefulSetController
-from tests.e2e.conftest import API_ONLY, KUBECTL, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import KUBECTL, Cluster
 
 Obj = dict[str, Any]
 Factory = Callable[[ApiClient, SharedInformerFactory], Controller]
 _names = itertools.count()
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("workloads"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ this node loses its directory and then its cleanup finalizer (and only that one)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from kubelite.client.informer import SharedInformerFactory
 from kubelite.client.resources import PERSISTENTVOLUMES
 from kubelite.kubelet.localpath import LocalPathCleaner
 from kubelite.scheduler.volumes import HOSTNAME_LABEL, LOCAL_PATH_FINALIZER, LOCAL_PATH_PROVISIONER, PROVISIONED_BY
-from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import Cluster
 from tests.integration.test_controllers_core import eventually, get_or_none, gone
 
 Obj = dict[str, Any]
@@ -23,12 +23,6 @@ NODE = "node-a"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 """Put on new volumes by admission, released by the pv-protection controller, which does not run here."""
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("localpath"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
 
 
 @pytest.fixture

@@ -6,18 +6,16 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import pytest
-
-from kubelite.client import ApiClient, ApiError, Controller, SharedInformerFactory, load_kubeconfig
+from kubelite.client import ApiClient, ApiError, Controller, SharedInformerFactory
 from kubelite.client.resources import DEPLOYMENTS, HORIZONTALPODAUTOSCALERS, NAMESPACES, NODES, PODS
 from kubelite.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController
 from kubelite.controllers.nodeipam import NodeIpamController
 from kubelite.controllers.nodelifecycle import UNREACHABLE, NodeLifecycleController, TaintEvictionController
 from kubelite.kubelet.hollow import fleet_names, run_hollow_nodes
-from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import Cluster
 
 Obj = dict[str, Any]
 GRACE = 3.0
@@ -27,19 +25,6 @@ TOLERATION_SECONDS = 5
 FAST = {"lease_interval": 0.5, "status_interval": 10.0}
 """Within the grace period only the Lease shows a kubelet is alive (as with upstream's 10 s and 5 min)."""
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The API server alone: no second copy of the controllers may race the ones under test."""
-    running = start_server(tmp_path_factory.mktemp("nodes"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
-
-
-@pytest.fixture
-async def client(server: Cluster) -> AsyncIterator[ApiClient]:
-    async with ApiClient(load_kubeconfig(server.kubeconfig)) as api:
-        yield api
 
 
 @contextlib.asynccontextmanager

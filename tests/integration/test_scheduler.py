@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kubelite.client import ApiClient, load_kubeconfig
+from kubelite.client import ApiClient
 from kubelite.client.resources import EVENTS, LEASES, NAMESPACES, NODES, PODS
 from kubelite.scheduler.app import run_scheduler
-from tests.e2e.conftest import API_ONLY, Cluster, free_port, start_server, stop_server
+from tests.e2e.conftest import Cluster
 
 Obj = dict[str, Any]
 SCHEDULER = "integration-scheduler"
@@ -23,18 +23,6 @@ SCHEDULER = "integration-scheduler"
 IMPOSSIBLE = ("0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
               "2 Insufficient cpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.")
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_server(tmp_path_factory.mktemp("scheduler"), free_port(), *API_ONLY)
-    yield running
-    stop_server(running)
-
-
-@pytest.fixture
-async def client(server: Cluster) -> AsyncIterator[ApiClient]:
-    async with ApiClient(load_kubeconfig(server.kubeconfig)) as api:
-        yield api
 
 
 @pytest.fixture
