@@ -616,7 +616,7 @@ class PodWorkers:
         """A ConfigMap or Secret these pods use changed: refresh their volumes (and retry their start) now."""
         for rec in self.records.values():
             if rec.uid in uids:
-                rec.volumes_at = 0.0
+                rec.volumes_at = float("-inf")
                 self.requeue(rec.key, 0)
 
     def _fetcher(self, namespace: str, uid: str) -> Callable[[str, str], Awaitable[Obj | None]]:
