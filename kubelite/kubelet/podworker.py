@@ -614,10 +614,9 @@ class PodWorkers:
 
     def _objects_changed(self, uids: set[str]) -> None:
         """A ConfigMap or Secret these pods use changed: refresh their volumes (and retry their start) now."""
-        for rec in self.records.values():
-            if rec.uid in uids:
-                rec.volumes_at = float("-inf")
-                self.requeue(rec.key, 0)
+        for rec in filter(None, map(self.records.get, uids)):
+            rec.volumes_at = float("-inf")
+            self.requeue(rec.key, 0)
 
     def _fetcher(self, namespace: str, uid: str) -> Callable[[str, str], Awaitable[Obj | None]]:
         """The objects a pod refers to, each read at most once per sync: ConfigMaps and Secrets from their watches,
