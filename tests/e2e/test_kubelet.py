@@ -400,9 +400,14 @@ def test_replicas_reach_each_other_by_pod_ip(node: tuple[Cluster, str]) -> None:
 
 
 def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> None:
+    """`kill -9` of the agent: its successor adopts the containers untouched, and still learns the exit code of one
+    that ends later (it is no longer the agent's child)."""
     c, image = node
     c.kubectl("run", "survivor", f"--image={image}", "--", "sh", "-c", "while true; do echo tick; sleep 1; done")
+    c.kubectl("run", "finisher", f"--image={image}", "--restart=Never", "--", "sh", "-c",
+              "while [ ! -e /tmp/go ]; do sleep 0.2; done; exit 3")
     eventually(lambda: _running(c, "survivor") and _status(c, "survivor").get("ready"), 60, "survivor Running")
+    eventually(lambda: _running(c, "finisher"), 60, "finisher Running")
     before = _status(c, "survivor")
     ip = _pod(c, "survivor")["status"]["podIP"]
     reservation = Path("/run/kubelite") / NODE / "network" / "ipam" / ip
@@ -418,7 +423,11 @@ def test_agent_restart_leaves_containers_running(node: tuple[Cluster, str]) -> N
     assert _pod(c, "survivor")["status"]["podIP"] == ip and reservation.exists()
     lines = c.kubectl("logs", "--tail=2", "survivor").stdout.split()
     assert lines == ["tick", "tick"]
-    c.kubectl("delete", "pod", "survivor", "--grace-period=1")
+    c.kubectl("exec", "finisher", "--", "touch", "/tmp/go")
+    eventually(lambda: _pod(c, "finisher")["status"].get("phase") == "Failed", 30, "finisher Failed")
+    terminated = _status(c, "finisher")["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    c.kubectl("delete", "pod", "survivor", "finisher", "--grace-period=1")
 
 
 def test_sidecars_termination_messages_and_host_ports(node: tuple[Cluster, str]) -> None:

@@ -26,6 +26,7 @@ NLMSG_DONE = 3
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
 _HEADER = struct.Struct("=IHHII")
+HEADER_SIZE = _HEADER.size
 _ATTR = struct.Struct("=HH")
 _RECV_BUFFER = 1 << 16
 
@@ -40,6 +41,11 @@ class NetlinkError(OSError):
 
 def _align(size: int) -> int:
     return (size + 3) & ~3
+
+
+def message(kind: int, flags: int, body: bytes, seq: int = 0) -> bytes:
+    """One message: the netlink header (kind, flags, sequence number), then body."""
+    return _HEADER.pack(_HEADER.size + len(body), kind, flags, seq, 0) + body
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -126,7 +132,7 @@ class NetlinkSocket:
 
     def _send(self, kind: int, flags: int, body: bytes) -> int:
         self._seq += 1
-        self._sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags | NLM_F_REQUEST, self._seq, 0) + body)
+        self._sock.send(message(kind, flags | NLM_F_REQUEST, body, self._seq))
         return self._seq
 
     def _replies(self, seq: int) -> Iterator[Message]:

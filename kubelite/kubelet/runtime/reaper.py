@@ -3,7 +3,7 @@
 The agent is a child subreaper, so a container's init becomes its child once `runc create` exits; its exit status
 is collected with waitid(P_PIDFD) for that one process, never a waitpid(-1) that would steal asyncio's own
 subprocess statuses. A process adopted from a previous agent is not our child: its exit is still seen (the pidfd
-becomes readable) but its status is lost.
+becomes readable) and its status comes from the kernel's process events (exitevents), where they can be read.
 """
 
 from __future__ import annotations
@@ -15,17 +15,21 @@ import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kubelite.kubelet.runtime.exitevents import ExitEvents
+
 ExitCallback = Callable[[int | None], None]
-"""Called once with the exit code (128+signal when killed), or None when the process was not our child."""
+"""Called once with the exit code (128+signal when killed), or None when it could not be learned."""
 
 
 class ProcessWatch:
     """Watches one process through a pidfd and can signal it without pid-reuse races."""
 
-    def __init__(self, pid: int, on_exit: ExitCallback):
+    def __init__(self, pid: int, on_exit: ExitCallback, exits: ExitEvents | None = None):
         self.pid = pid
         self.fd = os.pidfd_open(pid)
         self._on_exit = on_exit
+        self._exits = exits
+        self._asking: asyncio.Task[int | None] | None = None
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.fd, self._ready)
 
@@ -33,13 +37,16 @@ class ProcessWatch:
         try:
             info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            info = None
-        if info is None:
-            code = None
-        else:
-            code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+            self.close()
+            if self._exits is None:
+                self._on_exit(None)
+            else:
+                self._asking = self._loop.create_task(self._exits.code(self.pid))
+                self._asking.add_done_callback(lambda asked: self._on_exit(asked.result()))
+            return
         self.close()
-        self._on_exit(code)
+        self._on_exit(None if info is None else (
+            info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status))
 
     def send_signal(self, sig: int) -> None:
         """Signal the process; one that already exited is not an error."""

@@ -10,7 +10,8 @@
   read-write by the container (so a writer never meets a missing reader); the agent copies the FIFOs into
   CRI-format logs, and reopens them after a restart.
 - Exits: the agent is a child subreaper; each init is watched through a pidfd, its status read with
-  waitid(P_PIDFD). State lives in one JSON file per sandbox and per container, so a new instance adopts
+  waitid(P_PIDFD), or for an init adopted from a previous instance (no longer our child) from the kernel's process
+  events. State lives in one JSON file per sandbox and per container, so a new instance adopts
   running containers without restarting them.
 """
 
@@ -62,6 +63,7 @@ from kubelite.kubelet.runtime.bundle import (
     pause_spec,
     stop_signal,
 )
+from kubelite.kubelet.runtime.exitevents import ExitEvents
 from kubelite.kubelet.runtime.logs import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, CriLogFile, Listener, Pump
 from kubelite.kubelet.runtime.runccli import Runc, RuncError, find_runc
 from kubelite.kubelet.runtime.state import ContainerRecord, SandboxRecord, StateStore
@@ -84,6 +86,12 @@ KILL_TIMEOUT = 30.0
 ORPHAN_SWEEP = 5.0
 UNKNOWN_EXIT_CODE = 255
 UNKNOWN_REASON = "Unknown"
+
+
+def _still_running(record: ContainerRecord) -> bool:
+    """Whether the process a container record names is still that container's init (same boot, same start)."""
+    return record.state != ContainerState.EXITED and record.boot_id == reaper.boot_id() and bool(
+        record.pid_start) and reaper.start_time(record.pid) == record.pid_start
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -188,6 +196,7 @@ class RuncRuntime(RuntimeService):
         self._live: dict[str, _Live] = {}
         self._subscribers: list[asyncio.Queue[ContainerEvent]] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._exits: ExitEvents | None = None
         self._version: RuntimeVersion | None = None
 
     # ---- lifecycle of the runtime itself
@@ -205,7 +214,10 @@ class RuncRuntime(RuntimeService):
                     namespaces.is_pinned(Path(p)) for p in sandbox.namespaces.values()):
                 sandbox.state = SandboxState.NOTREADY
                 self.store.save_sandbox(sandbox)
-        for record in self.store.load_containers():
+        records = self.store.load_containers()
+        running = [record.pid for record in records if _still_running(record)]
+        self._exits = ExitEvents.open(running) if running else None
+        for record in records:
             self._containers[record.id] = record
             try:
                 await self._adopt(record)
@@ -226,6 +238,8 @@ class RuncRuntime(RuntimeService):
                     await live.finishing
             live.close()
         self._live.clear()
+        if self._exits is not None:
+            self._exits.close()
 
     async def version(self) -> RuntimeVersion:
         """runc's version, e.g. runc://1.1.5."""
@@ -525,19 +539,19 @@ class RuncRuntime(RuntimeService):
             self.store.save_container(record)
 
     async def _adopt(self, record: ContainerRecord) -> None:
-        """Take over a container a previous instance left: watch it again and resume its logs, or, when it
-        ended meanwhile, record the exit (its code is lost) and clean up."""
+        """Take over a container a previous instance left: watch it again (its exit code then comes from the
+        process events) and resume its logs, or, when it ended meanwhile, record the exit (its code is lost) and
+        clean up."""
         live = self._live[record.id] = _Live()
         if record.state == ContainerState.EXITED:
             live.exited.set()
             if not record.cleaned:
                 await self._clean(record)
             return
-        alive = record.boot_id == reaper.boot_id() and record.pid_start and \
-            reaper.start_time(record.pid) == record.pid_start
+        alive = _still_running(record)
         if alive:
             try:
-                live.watch = reaper.ProcessWatch(record.pid, lambda code: self._exited(record.id, code))
+                live.watch = reaper.ProcessWatch(record.pid, lambda code: self._exited(record.id, code), self._exits)
             except ProcessLookupError:
                 alive = False
         if not alive:
