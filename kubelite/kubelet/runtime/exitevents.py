@@ -125,15 +125,15 @@ class ExitEvents:
     def _drain(self) -> None:
         while True:
             try:
-                message = self._sock.recv(256)
+                data = self._sock.recv(256)
             except BlockingIOError:
                 return
             except OSError as error:
                 log.warning("reading process events failed: %s", error)
                 return
-            if len(message) < PID_AT + _EXIT.size or _EVENT.unpack_from(message, WHAT_AT)[0] != PROC_EVENT_EXIT:
+            if len(data) < PID_AT + _EXIT.size or _EVENT.unpack_from(data, WHAT_AT)[0] != PROC_EVENT_EXIT:
                 continue
-            pid, _tgid, status, _signal = _EXIT.unpack_from(message, PID_AT)
+            pid, _tgid, status, _signal = _EXIT.unpack_from(data, PID_AT)
             if pid in self._pids:
                 self._codes[pid] = _wait_status_code(status)
                 waiter = self._waiters.get(pid)
@@ -147,4 +147,3 @@ class ExitEvents:
             with contextlib.suppress(OSError):
                 _control(self._sock, PROC_CN_MCAST_IGNORE)
             self._sock.close()
-

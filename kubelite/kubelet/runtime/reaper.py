@@ -42,7 +42,7 @@ class ProcessWatch:
                 self._on_exit(None)
             else:
                 self._asking = self._loop.create_task(self._exits.code(self.pid))
-                self._asking.add_done_callback(lambda asked: self._on_exit(asked.result()))
+                self._asking.add_done_callback(lambda asked: asked.cancelled() or self._on_exit(asked.result()))
             return
         self.close()
         self._on_exit(None if info is None else (
