@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from kubelite.api import names
-from kubelite.api.kinds import BUILTIN
+from kubelite.api.kinds.builtin import BUILTIN
 from kubelite.api.registry import Registry
 from kubelite.api.schema import Schemas
 from kubelite.apiserver import bootstrap, errors, negotiation, pki, podproxy, requestinfo, resources, reviews

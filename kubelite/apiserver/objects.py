@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from kubelite.api import kinds, names
+from kubelite.api import names
 from kubelite.api.conversion import to_version
+from kubelite.api.kinds import builtin
 from kubelite.api.resource import ResourceType
 from kubelite.api.schema import Schemas
 from kubelite.api.selectors import FieldSelector, LabelSelector
@@ -257,7 +258,7 @@ class ObjectStore:
         """Schema, metadata and kind rules; a binding only sets spec.nodeName, so it skips update rules."""
         causes = self._schema_check(rt, obj, opts)
         meta = obj["metadata"]
-        causes += names.validate_object_meta(meta, rt.namespaced, kinds.name_rule(rt))
+        causes += names.validate_object_meta(meta, rt.namespaced, builtin.name_rule(rt))
         strategy = rt.strategy
         if not causes and strategy.validate is not None:
             causes += strategy.validate(obj)

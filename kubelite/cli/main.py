@@ -248,7 +248,8 @@ def _run_hollow(names: list[str], kubeconfig: str | None, server: str | None, to
                 verbose: bool) -> None:
     """Connect as an agent would (kubeconfig, or server URL and node token) and run these hollow nodes."""
     _setup_logging(verbose)
-    from kubelite.kubelet.hollow import parse_labels, parse_taints, run_hollow_nodes
+    from kubelite.kubelet.hollow import run_hollow_nodes
+    from kubelite.kubelet.node import parse_labels, parse_taints
     config = _client_config(kubeconfig, server, token)
     _run(run_hollow_nodes(config, names, cpu, memory, max_pods, parse_labels(node_label), parse_taints(node_taint)))
 
@@ -298,13 +299,14 @@ def agent(runtime: str, node_name: str | None, node_name_prefix: str, node_ip: s
           private_registry: str, eviction_hard: str, pod_network_backend: str, cleanup: bool,
           container_runtime_endpoint: str, cni_conf_dir: str, **kwargs: Any) -> None:
     """Join a cluster as a node (with --server and --token, or --kubeconfig) and run the pods bound to it."""
-    from kubelite.kubelet.hollow import fleet_names, parse_labels, parse_taints
     if runtime == "fake":
+        from kubelite.kubelet.hollow import fleet_names
         _run_hollow([node_name] if node_name else fleet_names(node_name_prefix, 1), **kwargs)
         return
     _setup_logging(kwargs["verbose"])
     from kubelite.kubelet.agent import AgentConfig, AgentStartError, run_agent
     from kubelite.kubelet.eviction import ThresholdError, parse_eviction_hard
+    from kubelite.kubelet.node import parse_labels, parse_taints
     try:
         thresholds = parse_eviction_hard(eviction_hard)
     except ThresholdError as exc:

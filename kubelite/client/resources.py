@@ -39,7 +39,7 @@ class Resource:
 def _builtin_table() -> dict[tuple[str, str], Resource]:
     """Every kind the server has built in, by (apiVersion, kind) and (apiVersion, plural); read from the API
     registry on first use only, so a process that needs just the constants below never loads the kinds."""
-    from kubelite.api.kinds import BUILTIN
+    from kubelite.api.kinds.builtin import BUILTIN
     table: dict[tuple[str, str], Resource] = {}
     for rt in BUILTIN:
         res = Resource(rt.group, rt.version, rt.plural, rt.namespaced, rt.kind)

@@ -7,7 +7,7 @@ from fractions import Fraction
 from math import ceil
 from typing import Any, ClassVar
 
-from kubelite.api.kinds import BUILTIN
+from kubelite.api.kinds.builtin import BUILTIN
 from kubelite.api.quantity import parse_quantity
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import (

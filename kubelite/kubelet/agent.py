@@ -25,7 +25,6 @@ from kubelite.client.store import key_of
 from kubelite.client.workqueue import WorkQueue
 from kubelite.dns.app import run_dns
 from kubelite.kubelet.eviction import EvictionManager, Thresholds
-from kubelite.kubelet.grpcchannel import RpcError
 from kubelite.kubelet.heartbeat import KUBELET_VERSION
 from kubelite.kubelet.imagepull import ImagePuller, ImageService
 from kubelite.kubelet.images.config import load_registries
@@ -198,6 +197,7 @@ class Kubelet:
 
     async def _connect(self, endpoint: str) -> RuntimeVersion:
         """The CRI runtime started and its version, or an AgentStartError saying what is wrong and what to do."""
+        from kubelite.kubelet.grpcchannel import RpcError
         problem = await asyncio.to_thread(socket_problem, Path(endpoint.removeprefix("unix://")))
         if problem:
             raise AgentStartError(f"no CRI runtime listens at {endpoint}: {problem}. Start the runtime (e.g. "

@@ -12,7 +12,7 @@ import shlex
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,29 +50,6 @@ CIDR_RECHECK = 5.0
 NODE_ADDRESSES = ipaddress.ip_network("10.192.0.0/10")
 FALLBACK_POD_RANGE = ipaddress.ip_network("172.16.0.0/12")
 """Where pod IPs come from (a /24 per node) while the node has no podCIDR."""
-
-
-def parse_labels(values: Iterable[str]) -> dict[str, str]:
-    """Labels from 'key=value' strings (a CLI's repeated --label)."""
-    labels = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise ValueError(f"label {value!r} is not key=value")
-        labels[key] = val
-    return labels
-
-
-def parse_taints(values: Iterable[str]) -> list[Obj]:
-    """Taints from kubectl's 'key[=value]:Effect' strings (a CLI's repeated --taint)."""
-    taints = []
-    for value in values:
-        spec, _, effect = value.rpartition(":")
-        key, sep, val = spec.partition("=")
-        if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise ValueError(f"taint {value!r} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
-        taints.append({"key": key, **({"value": val} if sep else {}), "effect": effect})
-    return taints
 
 
 class IpPool:

@@ -9,7 +9,7 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,29 @@ PRESSURE_REASONS = {
     "DiskPressure": ("KubeletHasDiskPressure", "kubelet has disk pressure"),
     "PIDPressure": ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
 }
+
+
+def parse_labels(values: Iterable[str]) -> dict[str, str]:
+    """Labels from 'key=value' strings (a CLI's repeated --label)."""
+    labels = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"label {value!r} is not key=value")
+        labels[key] = val
+    return labels
+
+
+def parse_taints(values: Iterable[str]) -> list[Obj]:
+    """Taints from kubectl's 'key[=value]:Effect' strings (a CLI's repeated --taint)."""
+    taints = []
+    for value in values:
+        spec, _, effect = value.rpartition(":")
+        key, sep, val = spec.partition("=")
+        if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(f"taint {value!r} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+        taints.append({"key": key, **({"value": val} if sep else {}), "effect": effect})
+    return taints
 
 
 def _conditions(pressure: dict[str, bool], old: list[Obj]) -> list[Obj]:

@@ -14,7 +14,6 @@ import aiohttp
 
 from kubelite.client.bodies import read_at_most
 from kubelite.client.events import EventRecorder
-from kubelite.kubelet import grpcprobe
 from kubelite.kubelet.runtime.base import RuntimeService
 
 log = logging.getLogger(__name__)
@@ -170,6 +169,7 @@ class Prober:
                     await writer.wait_closed()
                 return True, ""
             if "grpc" in probe:
+                from kubelite.kubelet import grpcprobe  # HTTP/2 is loaded only by a node that has gRPC probes
                 return await grpcprobe.probe(pod_ip or "127.0.0.1", int(probe["grpc"]["port"]),
                                              probe["grpc"].get("service") or "", timeout, USER_AGENT)
             return False, f"this kubelet cannot run a probe of {sorted(probe)}"

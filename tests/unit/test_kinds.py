@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from kubelite.api.kinds import BUILTIN, name_rule
+from kubelite.api.kinds.builtin import BUILTIN, name_rule
 from kubelite.api.resource import ResourceType
 from kubelite.api.strategy import Obj
 

@@ -14,10 +14,9 @@ from kubelite.kubelet.hollow import (
     exit_code_of,
     node_address,
     node_object,
-    parse_labels,
-    parse_taints,
     pod_status,
 )
+from kubelite.kubelet.node import parse_labels, parse_taints
 from kubelite.kubelet.runtime.fake import (
     CONTAINER_EXITED,
     CONTAINER_RUNNING,

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from kubelite.api.kinds import BUILTIN
+from kubelite.api.kinds.builtin import BUILTIN
 from kubelite.api.protowire import (
     I32,
     I64,
