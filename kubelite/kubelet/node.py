@@ -1,5 +1,6 @@
-"""This machine as a Node: capacity and allocatable read from the host, addresses, node info, pressure conditions;
-registration, the Lease renewed every 10 s, and status posted when it changes (or every 5 minutes)."""
+"""This machine as a Node: capacity and allocatable read from the host, addresses, node info, pressure conditions,
+labels and taints from the command line; registration, the Lease renewed every 10 s, and status posted when it
+changes (or every 5 minutes)."""
 
 from __future__ import annotations
 
