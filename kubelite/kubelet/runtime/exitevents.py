@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import socket
 import struct
 from collections.abc import Iterable
@@ -77,8 +78,8 @@ def _control(sock: socket.socket, operation: int) -> None:
 
 def _wait_status_code(status: int) -> int:
     """A wait status as the runtime reports it: the exit code, or 128 + the signal that killed the process."""
-    signal_number = status & 0x7F
-    return (status >> 8) & 0xFF if signal_number == 0 else 128 + signal_number
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 class ExitEvents:
