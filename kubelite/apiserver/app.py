@@ -15,7 +15,7 @@ from kubelite.api import names
 from kubelite.api.kinds.builtin import BUILTIN
 from kubelite.api.registry import Registry
 from kubelite.api.schema import Schemas
-from kubelite.apiserver import bootstrap, errors, negotiation, pki, podproxy, requestinfo, resources, reviews
+from kubelite.apiserver import bootstrap, errors, negotiation, pki, podproxy, proxy, requestinfo, resources, reviews
 from kubelite.apiserver.allocators import ServiceAllocator
 from kubelite.apiserver.authn import ANONYMOUS, USER_KEY, Authenticator, UserInfo, is_public
 from kubelite.apiserver.context import ApiContext
@@ -107,6 +107,7 @@ class ApiServer:
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        proxy.install(app)
         if self.pki is not None:
             podproxy.install(app, self.pki)
         return app

@@ -25,6 +25,7 @@ SUBRESOURCE_VERBS = {
     "exec": ["create", "get"],
     "attach": ["create", "get"],
     "portforward": ["create", "get"],
+    "proxy": ["create", "delete", "get", "patch", "update"],
 }
 SUBRESOURCE_KINDS = {
     "scale": ("autoscaling", "v1", "Scale"),
@@ -35,6 +36,13 @@ SUBRESOURCE_KINDS = {
     "attach": ("", "v1", "PodAttachOptions"),
     "portforward": ("", "v1", "PodPortForwardOptions"),
 }
+
+
+def subresource_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
+    """(group, version, kind) a subresource answers with: its own kind, or the resource's."""
+    if sub == "proxy":
+        return "", "v1", f"{rt.kind}ProxyOptions"
+    return SUBRESOURCE_KINDS.get(sub, (rt.group, rt.version, rt.kind))
 
 
 def version_info() -> dict[str, str]:
@@ -68,8 +76,8 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             sub_entry: dict[str, Any] = {"name": f"{rt.plural}/{sub}", "singularName": "",
                                          "namespaced": rt.namespaced, "kind": rt.kind,
                                          "verbs": SUBRESOURCE_VERBS.get(sub, ["get"])}
-            if sub in SUBRESOURCE_KINDS:
-                g, v, k = SUBRESOURCE_KINDS[sub]
+            if sub in SUBRESOURCE_KINDS or sub == "proxy":
+                g, v, k = subresource_kind(rt, sub)
                 sub_entry.update({"group": g, "version": v, "kind": k})
             resources.append(sub_entry)
     gv = f"{group}/{version}" if group else version
@@ -95,7 +103,7 @@ def _aggregated_resource(rt: ResourceType) -> dict[str, Any]:
         entry["categories"] = list(rt.categories)
     subs = []
     for sub in rt.subresources:
-        g, v, k = SUBRESOURCE_KINDS.get(sub, (rt.group, rt.version, rt.kind))
+        g, v, k = subresource_kind(rt, sub)
         subs.append({"subresource": sub, "responseKind": {"group": g, "version": v, "kind": k},
                      "verbs": SUBRESOURCE_VERBS.get(sub, ["get"])})
     if subs:

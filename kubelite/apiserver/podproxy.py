@@ -157,6 +157,18 @@ def _unreachable(url: str, exc: Exception) -> errors.StatusError:
     return errors.StatusError(500, "InternalError", f'error trying to reach the kubelet: "{url}": {exc}')
 
 
+async def relay(request: web.Request, response: web.StreamResponse, answer: aiohttp.ClientResponse) -> None:
+    """Send the response's head, then the upstream answer's body chunk by chunk, until it ends or the client
+    leaves."""
+    await response.prepare(request)
+
+    async def copy() -> None:
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+
+    await upgrade.while_connected(request, copy())
+
+
 async def _log(ctx: ApiContext, client: KubeletClient, request: web.Request, pod: Obj) -> web.StreamResponse:
     container = _container(pod, request.query.get("container", ""))
     params = log_query(pod, request.query)
@@ -173,13 +185,7 @@ async def _log(ctx: ApiContext, client: KubeletClient, request: web.Request, pod
             if answer.status != 200:
                 raise _refused(KubeletRefused(answer.status, (await answer.text(errors="replace")).strip()))
             response.enable_chunked_encoding()
-            await response.prepare(request)
-
-            async def copy() -> None:
-                async for chunk in answer.content.iter_any():
-                    await response.write(chunk)
-
-            await upgrade.while_connected(request, copy())
+            await relay(request, response, answer)
     except aiohttp.ClientError as exc:
         if response.prepared:
             log.info("log stream from %s ended: %s", url, exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multidict import MultiMapping
+from multidict import MultiDict, MultiMapping
 
 
 @dataclass(slots=True)
@@ -52,9 +52,10 @@ def parse(method: str, path: str, query: MultiMapping[str]) -> RequestInfo | Non
         info.name = rest[1]
     if len(rest) > 2:
         info.subresource = rest[2]
-    if len(rest) > 3:
+    if len(rest) > 3 and info.subresource != "proxy":
         return None
-    info.verb = _verb(method, bool(info.name), query)
+    proxied = info.subresource == "proxy"  # a GET through the proxy is a get, whatever its query says
+    info.verb = _verb(method, bool(info.name), MultiDict() if proxied else query)
     return info
 
 

@@ -1,5 +1,5 @@
 """Subresources: status, scale, pods/ephemeralcontainers, pods/binding, pods/eviction and namespaces/finalize;
-pod streams are handed on."""
+pod streams and the proxy subresources are handed on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kubelite.api.kinds.common import format_labels, format_selector
 from kubelite.api.resource import ResourceType
 from kubelite.api.selectors import from_label_selector
 from kubelite.api.strategy import Obj
-from kubelite.apiserver import errors, negotiation, podproxy, resources, tokenrequest
+from kubelite.apiserver import errors, negotiation, podproxy, proxy, resources, tokenrequest
 from kubelite.apiserver.context import ApiContext
 from kubelite.apiserver.objects import ListOptions
 from kubelite.apiserver.requestinfo import RequestInfo
@@ -71,6 +71,8 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
         return await tokenrequest.handle(ctx, request, info, rt)
     if sub in ("log", "exec", "attach", "portforward"):
         return await podproxy.handle(ctx, request, info, rt)
+    if sub == "proxy":
+        return await proxy.handle(ctx, request, info, rt)
     subresource = "status" if sub in ("status", "finalize") else sub
     if info.verb == "get":
         return resources.render(rt, await store.get(rt, ns, name), request)

@@ -129,6 +129,64 @@ def test_port_forward_reaches_a_pod(node: tuple[Cluster, str]) -> None:
         forward.wait()
 
 
+PROXIED_SCRIPT = (
+    "mkdir -p /www/sub /www/cgi-bin && echo hello through the proxy > /www/sub/index.html && "
+    "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"$REQUEST_METHOD [$HTTP_AUTHORIZATION] "
+    "$QUERY_STRING\"\\n' > /www/cgi-bin/env && chmod +x /www/cgi-bin/env && exec httpd -f -p 8080 -h /www")
+
+
+def test_proxy_subresources_reach_the_kubelet_pods_and_services(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    pod = _pod_manifest("proxied", image, PROXIED_SCRIPT, container={"ports": [{"containerPort": 8080,
+                                                                                "name": "http"}]})
+    pod["metadata"]["labels"] = {"app": "proxied"}
+    _apply(c, pod)
+    _apply(c, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "proxied"},
+               "spec": {"selector": {"app": "proxied"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}})
+    eventually(lambda: _running(c, "proxied"), 60, "proxied Running")
+
+    def raw(path: str) -> str:
+        return c.kubectl("get", "--raw", path).stdout
+
+    assert raw(f"/api/v1/nodes/{NODE}/proxy/healthz") == "ok"
+    summary = eventually(lambda: [p for p in json.loads(raw(f"/api/v1/nodes/{NODE}/proxy/stats/summary"))["pods"]
+                                  if p["podRef"]["name"] == "proxied"], 30, "the pod in the node's stats summary")
+    assert summary[0]["podRef"]["namespace"] == "default"
+    assert "proxied" in raw(f"/api/v1/nodes/{NODE}:10250/proxy/pods")
+    page = "hello through the proxy\n"
+    pods = "/api/v1/namespaces/default/pods"
+    assert raw(f"{pods}/proxied/proxy/sub/index.html") == page  # the first declared port
+    assert raw(f"{pods}/http:proxied:8080/proxy/sub/index.html") == page
+    services = "/api/v1/namespaces/default/services"
+    eventually(lambda: raw(f"{services}/proxied:web/proxy/sub/index.html") == page, 30, "the service's endpoint")
+    assert raw(f"{services}/proxied:80/proxy/sub/index.html") == page  # a port number names the service port
+    assert raw(f"{pods}/proxied/proxy/cgi-bin/env?a=1&b=2").strip() == "GET [] a=1&b=2"
+
+    token = c.kubectl("create", "token", "default").stdout.strip()
+    code, answer = c.http("GET", f"{pods}/proxied/proxy/cgi-bin/env", client_cert=False,
+                          headers={"Authorization": f"Bearer {token}"})
+    assert code == 200 and answer["text"].strip() == "GET []", answer  # the caller's credentials stay here
+
+    port = free_port()
+    proxy = subprocess.Popen([KUBECTL, "--kubeconfig", str(c.kubeconfig), "proxy", f"--port={port}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = eventually(lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{port}{services}/proxied:web/proxy/sub/index.html", timeout=5).read(),
+            30, "an answer through kubectl proxy")
+        assert body == page.encode()
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+    for path, message in (("/api/v1/nodes/nowhere/proxy/healthz", 'nodes "nowhere" not found'),
+                          (f"{pods}/proxied:9/proxy/", "error trying to reach service"),
+                          (f"{services}/proxied:81/proxy/", 'no service port 81 found for service "proxied"'),
+                          (f"{pods}/ftp:proxied:21/proxy/", 'invalid pod request "ftp:proxied:21"')):
+        failed = c.kubectl("get", "--raw", path, check=False)
+        assert failed.returncode != 0 and message in failed.stderr, (path, failed.stderr)
+
+
 def test_oom_kill_crash_loop_and_bad_image(node: tuple[Cluster, str]) -> None:
     c, image = node
     _apply(c, _pod_manifest("hog", image, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo done",

@@ -129,7 +129,9 @@ def test_subresources_status_and_scale() -> None:
         "statefulsets",
     ]
     assert resource("pods").subresources == ("status", "binding", "eviction", "ephemeralcontainers", "log", "exec",
-                                             "attach", "portforward")
+                                             "attach", "portforward", "proxy")
+    assert resource("nodes").subresources == ("status", "proxy")
+    assert resource("services").subresources == ("status", "proxy")
     assert resource("deployments", "apps").scale.spec_replicas == ".spec.replicas"  # type: ignore[union-attr]
 
 
