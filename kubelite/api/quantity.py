@@ -1,11 +1,14 @@
-"""Resource quantities ('500m', '1Gi', '2e3') as exact numbers, for comparisons and QoS."""
+"""Resource quantities ('500m', '1Gi', '2e3') as exact numbers, for comparisons and QoS, and back to text."""
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
+from math import ceil
 from typing import Any
 
+HUGEPAGES_PREFIX = "hugepages-"
+"""Resources named hugepages-<page size> (hugepages-2Mi) count pre-allocated huge pages in bytes."""
 _SUFFIXES = {
     "": Fraction(1),
     "n": Fraction(1, 10**9),
@@ -39,3 +42,22 @@ def parse_quantity(value: Any) -> Fraction | None:
     if exponent:
         return result * Fraction(10) ** int(exponent[1:])
     return result * _SUFFIXES[suffix or ""]
+
+
+_DECIMAL = [("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3), ("", 0), ("m", -3), ("u", -6), ("n", -9)]
+_BINARY = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)]
+
+
+def format_quantity(value: Fraction, binary: bool = False) -> str:
+    """The canonical form of a quantity: the largest suffix giving an integer (binary ones if asked)."""
+    if value == 0:
+        return "0"
+    if binary and value.denominator == 1:
+        for suffix, power in _BINARY:
+            if value % 2**power == 0:
+                return f"{value // 2**power}{suffix}"
+    for suffix, exponent in _DECIMAL:
+        scaled = value / Fraction(10) ** exponent
+        if scaled.denominator == 1:
+            return f"{scaled.numerator}{suffix}"
+    return f"{ceil(value * 10**9)}n"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from math import ceil
 from typing import Any, ClassVar
 
 from kubelite.api.kinds.builtin import BUILTIN
-from kubelite.api.quantity import parse_quantity
+from kubelite.api.quantity import format_quantity, parse_quantity
 from kubelite.client.controller import Controller, Requeue
 from kubelite.client.resources import (
     CONFIGMAPS,
@@ -30,25 +29,6 @@ COUNTED = {"pods": PODS, "services": SERVICES, "configmaps": CONFIGMAPS, "secret
 COMPUTE = ("cpu", "memory", "ephemeral-storage")
 """Bare quota names that mean requests.NAME."""
 STORAGE_CLASS = ".storageclass.storage.k8s.io/"
-_DECIMAL = [("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3), ("", 0), ("m", -3), ("u", -6), ("n", -9)]
-_BINARY = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)]
-
-
-def format_quantity(value: Fraction, binary: bool = False) -> str:
-    """The canonical form of a quantity: the largest suffix giving an integer (binary ones if asked)."""
-    if value == 0:
-        return "0"
-    if binary and value.denominator == 1:
-        for suffix, power in _BINARY:
-            if value % 2**power == 0:
-                return f"{value // 2**power}{suffix}"
-    for suffix, exponent in _DECIMAL:
-        scaled = value / Fraction(10) ** exponent
-        if scaled.denominator == 1:
-            return f"{scaled.numerator}{suffix}"
-    return f"{ceil(value * 10**9)}n"
-
-
 class Amount:
     """A running sum of quantities that remembers whether they were written in binary suffixes (Mi, Gi)."""
 

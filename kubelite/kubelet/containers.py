@@ -3,11 +3,12 @@ container (command, resources as cgroup settings, security context), as the kube
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kubelite.api.quantity import parse_quantity
+from kubelite.api.quantity import HUGEPAGES_PREFIX, parse_quantity
 from kubelite.kubelet.envvars import ConfigError
 from kubelite.kubelet.network.dnsfiles import hostname_and_domain
 from kubelite.kubelet.runtime.base import (
@@ -62,9 +63,27 @@ def _quantity(resources: Obj, kind: str, name: str) -> Fraction | None:
     return parse_quantity((resources.get(kind) or {}).get(name))
 
 
-def linux_resources(pod: Obj, container: Obj, machine_memory: int) -> LinuxResources:
-    """requests.cpu -> cpu shares, limits.cpu -> CFS quota, limits.memory -> memory limit, and the QoS class's
-    OOM score adjustment (Burstable scaled by the memory request; the runtime clamps negatives on this machine)."""
+def page_size(resource: str) -> str:
+    """The cgroup's name for the page size of a hugepages-<size> resource: hugepages-2Mi -> 2MB, -1Gi -> 1GB."""
+    size = float(parse_quantity(resource.removeprefix(HUGEPAGES_PREFIX)) or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024:
+            return f"{size:g}{unit}"
+        size /= 1024
+    return f"{size:g}PB"
+
+
+def hugepage_limits(resources: Obj, page_sizes: Iterable[str]) -> dict[str, int]:
+    """limits.hugepages-<size> per page size, and 0 for the node's other sizes: a container uses only the huge pages
+    it asked for."""
+    limits = resources.get("limits") or {}
+    return {page_size(name): int(parse_quantity(limits.get(name)) or 0) for name in page_sizes}
+
+
+def linux_resources(pod: Obj, container: Obj, machine_memory: int, page_sizes: Iterable[str] = ()) -> LinuxResources:
+    """requests.cpu -> cpu shares, limits.cpu -> CFS quota, limits.memory -> memory limit, huge page limits, and the
+    QoS class's OOM score adjustment (Burstable scaled by the memory request; the runtime clamps negatives on this
+    machine). page_sizes: the node's hugepages-<size> resources."""
     resources = container.get("resources") or {}
     cpu_request = _quantity(resources, "requests", "cpu")
     cpu_limit = _quantity(resources, "limits", "cpu")
@@ -83,7 +102,8 @@ def linux_resources(pod: Obj, container: Obj, machine_memory: int) -> LinuxResou
         request = int(memory_request or 0)
         oom = min(999, max(2, 1000 - (1000 * request) // max(machine_memory, 1)))
     return LinuxResources(cpu_shares=shares, cpu_quota=quota, cpu_period=CPU_PERIOD if quota else 0,
-                          memory_limit_in_bytes=int(memory_limit or 0), oom_score_adj=oom)
+                          memory_limit_in_bytes=int(memory_limit or 0), oom_score_adj=oom,
+                          hugepage_limits=hugepage_limits(resources, page_sizes))
 
 
 def seccomp_profile(profile: Obj | None, seccomp_dir: Path) -> SecurityProfile:
@@ -138,7 +158,7 @@ def run_as_non_root_error(pod: Obj, container: Obj, image: RootfsImage) -> str:
 
 def container_config(pod: Obj, container: Obj, image: RootfsImage, attempt: int, env: dict[str, str],
                      mounts: list[Mount], machine_memory: int, seccomp_dir: Path,
-                     init: bool = False) -> ContainerConfig:
+                     init: bool = False, page_sizes: Iterable[str] = ()) -> ContainerConfig:
     """The runtime's ContainerConfig for one attempt of a container."""
     meta = pod["metadata"]
     return ContainerConfig(
@@ -147,7 +167,7 @@ def container_config(pod: Obj, container: Obj, image: RootfsImage, attempt: int,
         working_dir=container.get("workingDir", ""), mounts=mounts, tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")), stdin_once=bool(container.get("stdinOnce")),
         log_path=f"{container['name']}/{attempt}.log",
-        resources=linux_resources(pod, container, machine_memory),
+        resources=linux_resources(pod, container, machine_memory, page_sizes),
         security=security_context(pod, container, seccomp_dir),
         labels={POD_NAME_LABEL: meta["name"], POD_NAMESPACE_LABEL: meta["namespace"], POD_UID_LABEL: meta["uid"],
                 CONTAINER_NAME_LABEL: container["name"], **({INIT_LABEL: "true"} if init else {})},

@@ -12,9 +12,11 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from kubelite.api.quantity import HUGEPAGES_PREFIX, format_quantity
 from kubelite.client.errors import CONNECTION_ERRORS, ApiError, is_already_exists
 from kubelite.client.resources import NODES
 from kubelite.client.rest import ApiClient
@@ -30,6 +32,7 @@ STATUS_REPORT = 300.0
 """nodeStatusReportFrequency: an unchanged status is posted this often (the Lease is the heartbeat)."""
 MAX_PODS = 110
 KUBELET_PORT = 10250
+HUGEPAGES_SYSFS = Path("/sys/kernel/mm/hugepages")
 
 
 def default_address() -> str:
@@ -40,6 +43,20 @@ def default_address() -> str:
             return probe.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+def hugepages(sysfs: Path = HUGEPAGES_SYSFS) -> dict[str, int]:
+    """The pre-allocated huge pages in bytes by resource name (hugepages-2Mi, hugepages-1Gi), one per page size
+    the kernel offers, as the kubelet reports them."""
+    found = {}
+    for entry in sorted(sysfs.glob(f"{HUGEPAGES_PREFIX}*kB")):
+        try:
+            size = int(entry.name.removeprefix(HUGEPAGES_PREFIX).removesuffix("kB")) * 1024
+            count = int((entry / "nr_hugepages").read_text())
+        except (OSError, ValueError):
+            continue
+        found[f"{HUGEPAGES_PREFIX}{format_quantity(Fraction(size), binary=True)}"] = count * size
+    return found
 
 
 def meminfo() -> dict[str, int]:
@@ -61,6 +78,7 @@ class Machine:
     thresholds: Thresholds = field(default_factory=Thresholds)
     """The hard eviction thresholds: kept out of allocatable, and what pressure means."""
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    hugepages_sysfs: Path = HUGEPAGES_SYSFS
 
     def memory(self) -> int:
         return meminfo()["MemTotal"]
@@ -72,15 +90,23 @@ class Machine:
         return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
 
     def capacity(self, max_pods: int = MAX_PODS) -> dict[str, str]:
+        pages = {name: format_quantity(Fraction(size), binary=True)
+                 for name, size in hugepages(self.hugepages_sysfs).items()}
         return {"cpu": str(self.cpus), "memory": f"{self.memory() // 1024}Ki", "pods": str(max_pods),
-                "ephemeral-storage": f"{self.disk()[0] // 1024}Ki", "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
+                "ephemeral-storage": f"{self.disk()[0] // 1024}Ki", **pages}
 
     def allocatable(self, max_pods: int = MAX_PODS) -> dict[str, str]:
-        """Capacity less the eviction thresholds (no kube or system reservations by default)."""
+        """Capacity less the eviction thresholds (no kube or system reservations by default); memory held as huge
+        pages is not allocatable as memory."""
         total, _ = self.disk()
-        memory = max(self.memory() - self.thresholds.memory_available, 0)
+        reserved = self.thresholds.memory_available + sum(hugepages(self.hugepages_sysfs).values())
+        memory = max(self.memory() - reserved, 0)
         return {**self.capacity(max_pods), "memory": f"{memory // 1024}Ki",
                 "ephemeral-storage": str(int(total * (1 - self.thresholds.nodefs_available)))}
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        """The Node status's capacity and allocatable."""
+        return {"capacity": self.capacity(), "allocatable": self.allocatable()}
 
     def signals(self) -> dict[str, float]:
         """What eviction decides on: available memory, and the data filesystem's size and free share."""
@@ -163,6 +189,7 @@ class NodeAgent:
         self.pod_cidr = ""
         self._lease: Obj | None = None
         self._conditions: list[Obj] = []
+        self._resources: dict[str, dict[str, str]] = {}
         self._reported = 0.0
 
     def node_object(self) -> Obj:
@@ -173,12 +200,13 @@ class NodeAgent:
                   "beta.kubernetes.io/os": "linux", **self.labels}
         labels["beta.kubernetes.io/arch"] = labels["kubernetes.io/arch"]
         self._conditions = _conditions(self.machine.pressure(), [])
+        self._resources = self.machine.resources()
         return {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": self.name, "labels": labels},
             "spec": {"taints": list(self.taints)} if self.taints else {},
             "status": {
-                "capacity": self.machine.capacity(), "allocatable": self.machine.allocatable(),
+                **self._resources,
                 "addresses": [{"type": "InternalIP", "address": self.address},
                               {"type": "Hostname", "address": self.name}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
@@ -241,16 +269,18 @@ class NodeAgent:
         self._lease = await renew_lease(self.client, self.name, self.uid, self._lease)
 
     async def _status(self) -> None:
-        """Post conditions when a status changed or the report interval passed; pick up the podCIDR."""
+        """Post conditions and resources when a condition or a resource (say, the huge pages set aside) changed or
+        the report interval passed; pick up the podCIDR."""
         conditions = _conditions(await asyncio.to_thread(self.machine.pressure), self._conditions)
+        resources = await asyncio.to_thread(self.machine.resources)
         changed = [(c["type"], c["status"]) for c in conditions] != [(c["type"], c["status"])
                                                                      for c in self._conditions]
-        if not changed and time.monotonic() - self._reported < STATUS_REPORT and self.pod_cidr:
+        if not changed and resources == self._resources and time.monotonic() - self._reported < STATUS_REPORT \
+                and self.pod_cidr:
             return
-        node = await self.client.patch(NODES, self.name, {"status": {
-            "conditions": conditions, "allocatable": self.machine.allocatable()}}, type="strategic",
-            subresource="status")
-        self._conditions, self._reported = conditions, time.monotonic()
+        node = await self.client.patch(NODES, self.name, {"status": {"conditions": conditions, **resources}},
+                                       type="strategic", subresource="status")
+        self._conditions, self._resources, self._reported = conditions, resources, time.monotonic()
         self._learn(node)
 
 

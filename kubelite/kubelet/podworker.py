@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kubelite.api.quantity import HUGEPAGES_PREFIX
 from kubelite.client.errors import ApiError, is_not_found
 from kubelite.client.events import EventRecorder
 from kubelite.client.resources import PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS
@@ -70,6 +71,11 @@ class NodeInfo:
     memory_bytes: int
     seccomp_dir: Path
     """Where Localhost seccomp profiles live (the kubelet's <root>/seccomp)."""
+
+    @property
+    def page_sizes(self) -> list[str]:
+        """The huge page resources the node offers (hugepages-2Mi, ...)."""
+        return [name for name in self.allocatable if name.startswith(HUGEPAGES_PREFIX)]
 
 
 @dataclass
@@ -409,7 +415,7 @@ class PodWorkers:
             mounts = self.volumes.mounts(container, rec.volumes or {}, self._readonly_volumes(pod))
             mounts += self._pod_files(pod, rec, container, attempt)
             config = container_config(pod, container, image, attempt, env, mounts, self.node.memory_bytes,
-                                      self.node.seccomp_dir, init)
+                                      self.node.seccomp_dir, init, self.node.page_sizes)
             if target is not None:
                 if not target:
                     raise ConfigError(f'target container "{container["targetContainerName"]}" is not running')

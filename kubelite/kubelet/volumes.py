@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kubelite.api.quantity import parse_quantity
+from kubelite.api.quantity import HUGEPAGES_PREFIX, parse_quantity
 from kubelite.client.errors import ApiError
 from kubelite.kubelet.envvars import ConfigError, field_value, resource_value
 from kubelite.kubelet.runtime.base import Mount, MountPropagation
@@ -153,15 +153,29 @@ def _check_host_path(path: Path, type_: str) -> None:
             raise MountError(f"hostPath type check failed: {path} is not {noun}")
 
 
-def _mount_tmpfs(path: Path, size: str | None) -> None:
-    """A memory-backed emptyDir: tmpfs, capped at sizeLimit when one is given."""
+def _mount_memory(path: Path, fstype: str, options: str) -> None:
+    """A memory-backed emptyDir: tmpfs, or hugetlbfs for huge pages; mounted once."""
     if os.path.ismount(path):
         return
-    options = "mode=0777" + (f",size={int(parse_quantity(size) or 0)}" if size else "")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                            text=True)
+    result = subprocess.run(["mount", "-t", fstype, "-o", options, fstype, str(path)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise MountError(f"mounting tmpfs for emptyDir {path} failed: {result.stderr.strip()}")
+        raise MountError(f"mounting {fstype} for emptyDir {path} failed: {result.stderr.strip()}")
+
+
+def huge_page_size(pod: Obj, medium: str) -> str:
+    """The page size of a HugePages emptyDir: its medium's (HugePages-2Mi), else the only one the pod's containers
+    ask for; MountError when the pod asks for none (or, for plain HugePages, for several)."""
+    spec = pod.get("spec") or {}
+    asked = {name.removeprefix(HUGEPAGES_PREFIX)
+             for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+             for kind in ("requests", "limits") for name in ((container.get("resources") or {}).get(kind) or {})
+             if name.startswith(HUGEPAGES_PREFIX)}
+    size = medium.removeprefix("HugePages").removeprefix("-")
+    if not asked or (size and size not in asked):
+        raise MountError("hugePages storage requested, but there is no resource request for huge pages")
+    if not size and len(asked) > 1:
+        raise MountError(f"multiple page sizes requested ({', '.join(sorted(asked))}): use medium HugePages-<size>")
+    return size or asked.pop()
 
 
 def _chown_group(path: Path, gid: int) -> None:
@@ -209,8 +223,13 @@ class VolumeManager:
             elif kind == "emptyDir":
                 await asyncio.to_thread(path.mkdir, 0o777, True, True)
                 path.chmod(0o777)
-                if source.get("medium") == "Memory":
-                    await asyncio.to_thread(_mount_tmpfs, path, source.get("sizeLimit"))
+                medium, size = source.get("medium") or "", source.get("sizeLimit")
+                if medium == "Memory":
+                    options = "mode=0777" + (f",size={int(parse_quantity(size) or 0)}" if size else "")
+                    await asyncio.to_thread(_mount_memory, path, "tmpfs", options)
+                elif medium.startswith("HugePages"):
+                    options = f"mode=0777,pagesize={huge_page_size(pod, medium)}"
+                    await asyncio.to_thread(_mount_memory, path, "hugetlbfs", options)
             else:
                 files = await self._files(kind, source, pod, fetch, allocatable)
                 await asyncio.to_thread(write_atomically, path, files)

@@ -412,6 +412,35 @@ def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cl
     c.kubectl("delete", "pod", "prompt", "--grace-period=1")
 
 
+def test_huge_pages_are_node_resources_that_pods_ask_for_and_mount(node: tuple[Cluster, str]) -> None:
+    c, image = node
+    pages = Path("/proc/sys/vm/nr_hugepages")
+    before = pages.read_text()
+    pages.write_text("2\n")
+    try:
+        assert int(pages.read_text()) == 2, "the kernel could not set two 2 MiB pages aside"
+        eventually(lambda: c.get_json("node", NODE)["status"]["capacity"].get("hugepages-2Mi") == "4Mi", 30,
+                   "the node's capacity counting the pages set aside")
+        assert c.get_json("node", NODE)["status"]["allocatable"]["hugepages-2Mi"] == "4Mi"
+        asking = {"limits": {"hugepages-2Mi": "2Mi", "memory": "64Mi"}}
+        mounted = {"resources": asking, "volumeMounts": [{"name": "pages", "mountPath": "/hugepages"}]}
+        _apply(c, _pod_manifest("huge", image, "grep /hugepages /proc/mounts; exec sleep 3600", container=mounted,
+                                volumes=[{"name": "pages", "emptyDir": {"medium": "HugePages"}}]))
+        eventually(lambda: _running(c, "huge"), 60, "huge Running")
+        mount = eventually(lambda: c.kubectl("logs", "huge").stdout, 30, "the pod's mounts")
+        assert mount.split()[2] == "hugetlbfs" and "pagesize=2M" in mount, mount
+        _apply(c, _pod_manifest("greedy", image, "exec sleep 3600",
+                                container={"resources": {"limits": {"hugepages-2Mi": "4Mi", "memory": "64Mi"}}}))
+        eventually(lambda: "Insufficient hugepages-2Mi" in json.dumps(c.get_json("pod", "greedy")["status"]), 30,
+                   "greedy unschedulable: only 2Mi of huge pages are left")
+        alone = _pod_manifest("alone", image, "true", container={"resources": {"limits": {"hugepages-2Mi": "2Mi"}}})
+        refused = c.kubectl("apply", "-f", "-", input=json.dumps(alone), check=False)
+        assert refused.returncode != 0 and "HugePages require cpu or memory" in refused.stderr, refused.stderr
+    finally:
+        c.kubectl("delete", "pod", "huge", "greedy", "--grace-period=1", "--ignore-not-found", "--wait=true")
+        pages.write_text(before)
+
+
 def test_kubectl_debug_runs_an_ephemeral_container_that_sees_its_target(node: tuple[Cluster, str]) -> None:
     c, image = node
     _apply(c, _pod_manifest("debuggee", image, "echo up; exec sleep 3600"))

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from kubelite.api.quantity import format_quantity
 from kubelite.controllers.disruption import scaled
 from kubelite.controllers.endpoints import in_endpoints, subsets, target_port
-from kubelite.controllers.resourcequota import Amount, format_quantity, in_scope, pod_quantities
+from kubelite.controllers.resourcequota import Amount, in_scope, pod_quantities
 from kubelite.controllers.ttlafterfinished import seconds_left
 
 Obj = dict[str, Any]

@@ -65,7 +65,9 @@ SCHEMA: dict[str, list[tuple[str, int, str]]] = {
     "Device": [("container_path", 1, S), ("host_path", 2, S), ("permissions", 3, S)],
     "LinuxContainerResources": [("cpu_period", 1, I64), ("cpu_quota", 2, I64), ("cpu_shares", 3, I64),
                                 ("memory_limit_in_bytes", 4, I64), ("oom_score_adj", 5, I64),
-                                ("cpuset_cpus", 6, S), ("cpuset_mems", 7, S)],
+                                ("cpuset_cpus", 6, S), ("cpuset_mems", 7, S),
+                                ("hugepage_limits", 8, "*HugepageLimit")],
+    "HugepageLimit": [("page_size", 1, S), ("limit", 2, U64)],
     "Capability": [("add_capabilities", 1, "*string"), ("drop_capabilities", 2, "*string")],
     "LinuxContainerSecurityContext": [
         ("capabilities", 1, "Capability"), ("privileged", 2, BOOL), ("namespace_options", 3, "NamespaceOption"),
@@ -250,7 +252,7 @@ CONTAINER = ContainerConfig(
             Mount("/host/rw", "/rw", propagation=MountPropagation.BIDIRECTIONAL)],
     devices=[Device("/dev/fuse")], tty=True, stdin=True, stdin_once=True, log_path="app/3.log",
     resources=LinuxResources(cpu_shares=512, cpu_quota=50_000, cpu_period=100_000, memory_limit_in_bytes=64 << 20,
-                             oom_score_adj=-997, cpuset_cpus="0-1"),
+                             oom_score_adj=-997, cpuset_cpus="0-1", hugepage_limits={"2MB": 4 << 20, "1GB": 0}),
     security=SecurityContext(run_as_user=0, run_as_group=3000, supplemental_groups=[4000, -1], privileged=False,
                              capabilities=Capabilities(["NET_ADMIN"], ["ALL"]), readonly_rootfs=True,
                              no_new_privs=True, masked_paths=["/proc/kcore"], readonly_paths=["/proc/sys"],
@@ -278,6 +280,7 @@ def test_container_config_as_protobuf_reads_it():
     resources = config.linux.resources
     assert (resources.cpu_period, resources.cpu_quota, resources.cpu_shares, resources.memory_limit_in_bytes,
             resources.oom_score_adj, resources.cpuset_cpus) == (100_000, 50_000, 512, 64 << 20, -997, "0-1")
+    assert [(h.page_size, h.limit) for h in resources.hugepage_limits] == [("2MB", 4 << 20), ("1GB", 0)]
     security = config.linux.security_context
     assert security.HasField("run_as_user") and security.run_as_user.value == 0
     assert security.run_as_group.value == 3000 and list(security.supplemental_groups) == [4000, -1]

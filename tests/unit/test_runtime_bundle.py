@@ -136,6 +136,16 @@ def test_spec_without_swap_accounting_sets_no_swap() -> None:
     assert result["process"]["oomScoreAdj"] == 1000
 
 
+def test_the_spec_limits_huge_pages_only_where_the_host_has_the_controller() -> None:
+    config = ContainerConfig(name="a", image=Image(config={"Cmd": ["x"]}),
+                             resources=LinuxResources(hugepage_limits={"2MB": 4 << 20, "1GB": 0}))
+    host = HostInfo(capabilities=[], nofile=(1024, 1024), hugetlb=True)
+    assert spec(config, host=host)["linux"]["resources"]["hugepageLimits"] == [
+        {"pageSize": "2MB", "limit": 4 << 20}, {"pageSize": "1GB", "limit": 0}]
+    without = HostInfo(capabilities=[], nofile=(1024, 1024))
+    assert "hugepageLimits" not in spec(config, host=without)["linux"]["resources"]
+
+
 def test_spec_security_and_mounts() -> None:
     config = ContainerConfig(
         name="a", image=Image(config={"Cmd": ["x"]}),

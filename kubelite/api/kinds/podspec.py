@@ -16,7 +16,7 @@ from kubelite.api.names import (
     validate_annotations,
     validate_labels,
 )
-from kubelite.api.quantity import parse_quantity
+from kubelite.api.quantity import HUGEPAGES_PREFIX, parse_quantity
 from kubelite.api.strategy import Cause, Obj, duplicate, forbidden, required, unsupported
 
 RESTART_POLICIES = ["Always", "OnFailure", "Never"]
@@ -158,7 +158,14 @@ def _validate_resources(resources: Obj, path: str) -> list[Cause]:
                 )
     for name, value in requests.items():
         want, cap = parse_quantity(value), parse_quantity(limits.get(name))
-        if want is not None and cap is not None and want > cap:
+        if not overcommit_allowed(name) and want is not None:
+            if cap is None:
+                causes.append(invalid_value(f"{path}.requests[{name}]", str(value),
+                                            "Limit must be set for non overcommitable resources"))
+            elif want != cap:
+                causes.append(invalid_value(f"{path}.requests[{name}]", str(value),
+                                            f"must be equal to {name} limit of {limits[name]}"))
+        elif want is not None and cap is not None and want > cap:
             causes.append(
                 invalid_value(
                     f"{path}.requests",
@@ -166,7 +173,24 @@ def _validate_resources(resources: Obj, path: str) -> list[Cause]:
                     f"must be less than or equal to {name} limit of {limits[name]}",
                 )
             )
+    hugepages = {n for n in (*limits, *requests) if n.startswith(HUGEPAGES_PREFIX)}
+    for name in sorted(hugepages):
+        size = parse_quantity(name.removeprefix(HUGEPAGES_PREFIX))
+        for kind, values in (("limits", limits), ("requests", requests)):
+            amount = parse_quantity(values.get(name))
+            if size and amount is not None and amount % size:
+                causes.append(invalid_value(f"{path}.{kind}[{name}]", str(values[name]),
+                                            f"{values[name]} is not positive integer multiple of "
+                                            f"{name.removeprefix(HUGEPAGES_PREFIX)}"))
+    if hugepages and not {"cpu", "memory"} & {*limits, *requests}:
+        causes.append(forbidden(path, "HugePages require cpu or memory"))
     return causes
+
+
+def overcommit_allowed(name: str) -> bool:
+    """Whether requests may stay below limits: native resources but hugepages (extended ones must match)."""
+    native = "/" not in name or "kubernetes.io/" in name
+    return native and not name.startswith(HUGEPAGES_PREFIX)
 
 
 def _validate_container(container: Obj, path: str, volumes: set[str]) -> list[Cause]:

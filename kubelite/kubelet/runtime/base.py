@@ -149,7 +149,7 @@ class Device:
 
 @dataclass(slots=True)
 class LinuxResources:
-    """CRI LinuxContainerResources (hugepage limits not supported); zero means unset."""
+    """CRI LinuxContainerResources; zero means unset."""
 
     cpu_shares: int = 0
     cpu_quota: int = 0
@@ -158,6 +158,8 @@ class LinuxResources:
     oom_score_adj: int = 0
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
+    hugepage_limits: dict[str, int] = field(default_factory=dict)
+    """Bytes of huge pages by page size (2MB, 1GB)."""
 
 
 @dataclass(slots=True)

@@ -53,11 +53,13 @@ class UserIds:
 
 @dataclass(slots=True)
 class HostInfo:
-    """What the host allows: the agent's capability bounding set, its RLIMIT_NOFILE, swap accounting."""
+    """What the host allows: the agent's capability bounding set, its RLIMIT_NOFILE, swap accounting, huge page
+    limits."""
 
     capabilities: list[str]
     nofile: tuple[int, int]
     swap_accounting: bool = False
+    hugetlb: bool = False
 
 
 @dataclass(slots=True)
@@ -203,6 +205,9 @@ def _resources(config: ContainerConfig, host: HostInfo, device_rules: list[dict[
         if host.swap_accounting:
             memory["swap"] = res.memory_limit_in_bytes
         resources["memory"] = memory
+    if host.hugetlb and res.hugepage_limits:
+        resources["hugepageLimits"] = [{"pageSize": size, "limit": limit}
+                                       for size, limit in res.hugepage_limits.items()]
     return resources
 
 

@@ -30,6 +30,19 @@ def hierarchies() -> dict[str, Path]:
     return found
 
 
+def hugetlb_available() -> bool:
+    """Whether runc can limit huge pages: a v1 hugetlb hierarchy, or hugetlb among the controllers of a cgroup2-only
+    /sys/fs/cgroup (runc sets no limit of a controller that is not there: it fails the container instead)."""
+    found = hierarchies()
+    unified = found.get("unified")
+    if "hugetlb" in found:
+        return True
+    try:
+        return unified == Path("/sys/fs/cgroup") and "hugetlb" in (unified / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+
+
 def path_in(controller: str, cgroups_path: str) -> Path | None:
     """The directory of a cgroup in one hierarchy, or None when that hierarchy is not mounted."""
     root = hierarchies().get(controller)

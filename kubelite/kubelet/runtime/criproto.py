@@ -180,6 +180,11 @@ def _resources(w: Writer, field: int, resources: LinuxResources) -> None:
     _varint(w, 5, resources.oom_score_adj)
     _string(w, 6, resources.cpuset_cpus)
     _string(w, 7, resources.cpuset_mems)
+    for size, limit in resources.hugepage_limits.items():
+        entry = w.begin(8)
+        _string(w, 1, size)
+        _varint(w, 2, limit)
+        w.end(entry)
     w.end(mark)
 
 

@@ -143,7 +143,7 @@ def host_info() -> HostInfo:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     memory = cgroups.hierarchies().get("memory")
     swap = memory is not None and (memory / "memory.memsw.limit_in_bytes").exists()
-    return HostInfo(capabilities=caps, nofile=(hard, hard), swap_accounting=swap)
+    return HostInfo(capabilities=caps, nofile=(hard, hard), swap_accounting=swap, hugetlb=cgroups.hugetlb_available())
 
 
 @dataclass
