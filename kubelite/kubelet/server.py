@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from kubelite.kubelet import resourcemetrics
 from kubelite.kubelet.runtime.base import ContainerState, ContainerStatus, NotFoundError, RuntimeService
 from kubelite.kubelet.streaming import channels, remotecommand, upgrade
 from kubelite.kubelet.streaming.channels import ChannelCodec
@@ -212,6 +213,7 @@ class KubeletServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/pods", self._pods)
         app.router.add_get("/stats/summary", self._summary)
+        app.router.add_get("/metrics/resource", self._resource_metrics)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
         for verb in ("exec", "attach"):
             app.router.add_route("GET", f"/{verb}/{{namespace}}/{{pod}}/{{container}}", self._remotecommand)
@@ -266,6 +268,10 @@ class KubeletServer:
 
     async def _summary(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(await self.summary.summary()), content_type="application/json")
+
+    async def _resource_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=resourcemetrics.render(await self.summary.summary()),
+                            headers={"Content-Type": resourcemetrics.CONTENT_TYPE})
 
     async def _running(self, container_id: str) -> bool:
         try:

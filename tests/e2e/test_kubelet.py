@@ -153,6 +153,8 @@ def test_proxy_subresources_reach_the_kubelet_pods_and_services(node: tuple[Clus
                                   if p["podRef"]["name"] == "proxied"], 30, "the pod in the node's stats summary")
     assert summary[0]["podRef"]["namespace"] == "default"
     assert "proxied" in raw(f"/api/v1/nodes/{NODE}:10250/proxy/pods")
+    metrics = raw(f"/api/v1/nodes/{NODE}/proxy/metrics/resource")
+    assert 'container_cpu_usage_seconds_total{container="c",namespace="default",pod="proxied"} ' in metrics
     page = "hello through the proxy\n"
     pods = "/api/v1/namespaces/default/pods"
     assert raw(f"{pods}/proxied/proxy/sub/index.html") == page  # the first declared port

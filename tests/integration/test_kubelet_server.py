@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubelite.apiserver import pki
 from kubelite.kubelet.runtime import cgroups, syscalls
@@ -244,6 +245,29 @@ async def test_pods_and_stats_summary(kubelet: KubeletServer, http: aiohttp.Clie
     main = next(c for c in stats["containers"] if c["name"] == "main")
     assert main["memory"]["workingSetBytes"] > 0 and main["cpu"]["usageCoreNanoSeconds"] > 0
     assert "usageNanoCores" in main["cpu"] and stats["memory"]["workingSetBytes"] >= main["memory"]["workingSetBytes"]
+
+
+async def test_resource_metrics_as_prometheus_text(kubelet: KubeletServer, http: aiohttp.ClientSession,
+                                                   pod: Pod) -> None:
+    async with http.get(url(kubelet, "/metrics/resource")) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await response.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["container_cpu_usage_seconds"].type == "counter"
+
+    def value(family: str, **labels: str) -> float:
+        [sample] = [s for s in families[family].samples if s.labels == labels]
+        return sample.value
+
+    where = {"namespace": "default", "pod": "web"}
+    assert value("container_cpu_usage_seconds", container="main", **where) > 0
+    assert value("container_memory_working_set_bytes", container="main", **where) > 0
+    assert time.time() - 600 < value("container_start_time_seconds", container="main", **where) <= time.time()
+    assert value("pod_memory_working_set_bytes", **where) >= value("container_memory_working_set_bytes",
+                                                                    container="main", **where)
+    assert value("pod_cpu_usage_seconds", **where) > 0
+    assert value("node_cpu_usage_seconds") > 0 and value("node_memory_working_set_bytes") > 0
+    assert value("resource_scrape_error") == 0
 
 
 # ---- logs
