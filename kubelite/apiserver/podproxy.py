@@ -147,7 +147,7 @@ def log_query(pod: Obj, query: MultiMapping[str]) -> dict[str, str]:
     return params
 
 
-def _refused(exc: KubeletRefused) -> errors.StatusError:
+def refused(exc: KubeletRefused) -> errors.StatusError:
     """A kubelet error as a Status: its code, the matching reason, its message."""
     code = exc.code if 400 <= exc.code < 600 else 500
     return errors.StatusError(code, _REASONS.get(code, "InternalError"), exc.message or f"the kubelet answered {code}")
@@ -183,7 +183,7 @@ async def _log(ctx: ApiContext, client: KubeletClient, request: web.Request, pod
     try:
         async with client.session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as answer:
             if answer.status != 200:
-                raise _refused(KubeletRefused(answer.status, (await answer.text(errors="replace")).strip()))
+                raise refused(KubeletRefused(answer.status, (await answer.text(errors="replace")).strip()))
             response.enable_chunked_encoding()
             await relay(request, response, answer)
     except aiohttp.ClientError as exc:
@@ -227,24 +227,31 @@ async def _stream(ctx: ApiContext, client: KubeletClient, request: web.Request, 
 
 async def _relay_websocket(client: KubeletClient, request: web.Request, endpoint: tuple[str, int],
                            path_qs: str) -> web.StreamResponse:
-    """Open the kubelet's WebSocket with the client's subprotocols, accept the client's with the one chosen, relay."""
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    """The kubelet's WebSocket relayed to the client; its refusals as a Status."""
     url = f"wss://{host_port(*endpoint)}{path_qs}"
     try:
-        kubelet = await client.session.ws_connect(url, protocols=offered, max_msg_size=0, autoping=True,
-                                                  autoclose=False, compress=0)
+        return await relay_websocket(client.session, request, url)
     except KubeletRefused as exc:
-        raise _refused(exc) from None
+        raise refused(exc) from None
     except aiohttp.ClientError as exc:
         raise _unreachable(url, exc) from None
+
+
+async def relay_websocket(session: aiohttp.ClientSession, request: web.Request, url: str,
+                          headers: list[tuple[str, str]] | None = None) -> web.StreamResponse:
+    """Open the target's WebSocket with the client's subprotocols (and headers), then accept the client's with the
+    one chosen and relay; the target's refusal raises before the client gets an answer."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    target = await session.ws_connect(url, protocols=offered, max_msg_size=0, autoping=True, autoclose=False,
+                                      compress=0, headers=headers)
     try:
-        chosen = kubelet.protocol
+        chosen = target.protocol
         ws = web.WebSocketResponse(protocols=(chosen,) if chosen else (), max_msg_size=0, compress=False,
                                    autoping=True, autoclose=False)
         await ws.prepare(request)
-        await _relay_messages(ws, kubelet)
+        await _relay_messages(ws, target)
     finally:
-        await kubelet.close()
+        await target.close()
     return ws
 
 
@@ -288,7 +295,7 @@ async def _relay_spdy(client: KubeletClient, request: web.Request, endpoint: tup
     try:
         kubelet = await client.upgrade(*endpoint, request.method, path_qs, headers)
     except KubeletRefused as exc:
-        raise _refused(exc) from None
+        raise refused(exc) from None
     except (OSError, asyncio.IncompleteReadError) as exc:
         raise _unreachable(f"https://{host_port(*endpoint)}{path_qs}", exc) from None
     answer = {"Upgrade": upgrade.SPDY_UPGRADE}

@@ -5,7 +5,8 @@ proxy` users reach).
 The name may carry a scheme and a port, `[http:|https:]NAME[:PORT]`, as upstream's. A node without a port (or with
 the kubelet's) is reached over HTTPS with the API server's kubelet-client certificate; anything else over plain
 HTTP unless https is asked for, without credentials. The client's Authorization header is never passed on (upstream
-drops it once the request is authenticated). Upgrades (WebSockets) through the proxy are refused.
+drops it once the request is authenticated). WebSockets are relayed message by message; the legacy SPDY upgrade is
+refused.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from aiohttp import web
 from kubelite.api.resource import ResourceType
 from kubelite.apiserver import errors
 from kubelite.apiserver.context import ApiContext
-from kubelite.apiserver.kubeletclient import NoAddress, host_port, node_endpoint
-from kubelite.apiserver.podproxy import KUBELET_CLIENT, relay
+from kubelite.apiserver.kubeletclient import KubeletRefused, NoAddress, host_port, node_endpoint
+from kubelite.apiserver.podproxy import KUBELET_CLIENT, refused, relay, relay_websocket
 from kubelite.apiserver.requestinfo import RequestInfo
 from kubelite.kubelet.streaming import upgrade
 
@@ -28,6 +29,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "transfer-encoding", "upgrade"})
 NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length"}
+WEBSOCKET_OWN = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
+                           "sec-websocket-extensions"})
+"""Set by the relay's own handshake with the target."""
 """The answer's length is set apart: aiohttp must know it to send the body unchunked."""
 PLAIN_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
 
@@ -141,8 +145,8 @@ async def _service_target(ctx: ApiContext, rt: ResourceType, namespace: str, sch
 
 async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: ResourceType) -> web.StreamResponse:
     """Serve KIND/NAME/proxy[/PATH] for nodes, pods and services."""
-    if upgrade.is_websocket(request) or upgrade.is_spdy_upgrade(request):
-        raise errors.bad_request("upgrade requests through the proxy subresource are not supported")
+    if upgrade.is_spdy_upgrade(request):
+        raise errors.bad_request("SPDY upgrades through the proxy subresource are not supported")
     split = split_scheme_name_port(info.name)
     if split is None:
         raise errors.bad_request(f'invalid {rt.singular} request "{info.name}"')
@@ -163,15 +167,28 @@ async def handle(ctx: ApiContext, request: web.Request, info: RequestInfo, rt: R
     url = base + proxied_path(request.raw_path, 4 if info.namespace is None else 6)
     if request.query_string:
         url += "?" + request.query_string
-    return await _forward(request, session, url)
-
-
-async def _forward(request: web.Request, session: aiohttp.ClientSession, url: str) -> web.StreamResponse:
-    """Send the request on and stream the answer back, status and end-to-end headers included."""
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED]
     if request.remote:
         forwarded = request.headers.get("X-Forwarded-For")
         headers.append(("X-Forwarded-For", f"{forwarded}, {request.remote}" if forwarded else request.remote))
+    if upgrade.is_websocket(request):
+        try:
+            return await relay_websocket(session, request, "ws" + url.removeprefix("http"),
+                                         [(k, v) for k, v in headers if k.lower() not in WEBSOCKET_OWN])
+        except KubeletRefused as exc:
+            raise refused(exc) from None
+        except aiohttp.ClientError as exc:
+            raise _unreachable(url, exc) from None
+    return await _forward(request, session, url, headers)
+
+
+def _unreachable(url: str, exc: Exception) -> errors.StatusError:
+    return errors.StatusError(503, "ServiceUnavailable", f'error trying to reach service: "{url}": {exc}')
+
+
+async def _forward(request: web.Request, session: aiohttp.ClientSession, url: str,
+                   headers: list[tuple[str, str]]) -> web.StreamResponse:
+    """Send the request on and stream the answer back, status and end-to-end headers included."""
     response = web.StreamResponse()
     try:
         async with session.request(request.method, url, headers=headers,
@@ -187,8 +204,7 @@ async def _forward(request: web.Request, session: aiohttp.ClientSession, url: st
             await relay(request, response, answer)
     except aiohttp.ClientError as exc:
         if not response.prepared:
-            raise errors.StatusError(503, "ServiceUnavailable", f'error trying to reach service: "{url}": {exc}') \
-                from None
+            raise _unreachable(url, exc) from None
     except ConnectionResetError:
         pass
     return response

@@ -3,6 +3,7 @@ images built from busybox-static and pushed to a local docker-registry."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.e2e.conftest import KUBECTL, Cluster, free_port, start_server, stop_server, token_kubeconfig
 from tests.images import busybox_image, push
@@ -412,6 +415,37 @@ def test_pods_waiting_out_their_grace_period_hold_up_no_other_pod(node: tuple[Cl
     assert time.monotonic() - started < 20, "a shorter grace period did not end the pods sooner"
     c.kubectl("delete", "deployment", "stubborn")
     c.kubectl("delete", "pod", "prompt", "--grace-period=1")
+
+
+def test_websockets_pass_through_the_proxy_subresource(node: tuple[Cluster, str]) -> None:
+    c, _ = node
+    address = next(a["address"] for a in c.get_json("node", NODE)["status"]["addresses"] if a["type"] == "InternalIP")
+
+    async def talk() -> tuple[str, str | None]:
+        async def echo(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse(protocols=("chat",))
+            await ws.prepare(request)
+            async for message in ws:
+                await ws.send_str(f"{request.path_qs} {message.data}")
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, address, port).start()
+        try:
+            url = f"wss://127.0.0.1:{c.port}/api/v1/nodes/{NODE}:{port}/proxy/talk?x=1"
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                    url, protocols=("chat",), ssl=c.ssl_context()) as ws:
+                await ws.send_str("hello")
+                reply = await ws.receive(timeout=10)
+                return reply.data, ws.protocol
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(talk()) == ("/talk?x=1 hello", "chat")
 
 
 def test_huge_pages_are_node_resources_that_pods_ask_for_and_mount(node: tuple[Cluster, str]) -> None:

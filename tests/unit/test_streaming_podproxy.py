@@ -7,7 +7,7 @@ from multidict import MultiDict
 
 from kubelite.apiserver import errors
 from kubelite.apiserver.kubeletclient import DEFAULT_KUBELET_PORT, KubeletRefused, NoAddress, node_endpoint
-from kubelite.apiserver.podproxy import _container, _refused, _stream_query, log_query
+from kubelite.apiserver.podproxy import _container, _stream_query, log_query, refused
 
 POD = {"metadata": {"name": "web", "namespace": "default"},
        "spec": {"containers": [{"name": "app"}, {"name": "sidecar"}], "initContainers": [{"name": "setup"}]}}
@@ -80,7 +80,7 @@ def test_node_endpoints() -> None:
 
 
 def test_kubelet_refusals_become_statuses() -> None:
-    assert (_refused(KubeletRefused(400, "container not found")).status()["reason"]) == "BadRequest"
-    notfound = _refused(KubeletRefused(404, 'pod "x" does not exist')).status()
+    assert (refused(KubeletRefused(400, "container not found")).status()["reason"]) == "BadRequest"
+    notfound = refused(KubeletRefused(404, 'pod "x" does not exist')).status()
     assert (notfound["code"], notfound["reason"], notfound["message"]) == (404, "NotFound", 'pod "x" does not exist')
-    assert _refused(KubeletRefused(302, "")).status()["code"] == 500
+    assert refused(KubeletRefused(302, "")).status()["code"] == 500
