@@ -89,24 +89,22 @@ class Machine:
         stats = os.statvfs(self.data_dir)
         return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
 
-    def capacity(self, max_pods: int = MAX_PODS) -> dict[str, str]:
-        pages = {name: format_quantity(Fraction(size), binary=True)
-                 for name, size in hugepages(self.hugepages_sysfs).items()}
-        return {"cpu": str(self.cpus), "memory": f"{self.memory() // 1024}Ki", "pods": str(max_pods),
-                "ephemeral-storage": f"{self.disk()[0] // 1024}Ki", **pages}
-
-    def allocatable(self, max_pods: int = MAX_PODS) -> dict[str, str]:
-        """Capacity less the eviction thresholds (no kube or system reservations by default); memory held as huge
-        pages is not allocatable as memory."""
-        total, _ = self.disk()
-        reserved = self.thresholds.memory_available + sum(hugepages(self.hugepages_sysfs).values())
-        memory = max(self.memory() - reserved, 0)
-        return {**self.capacity(max_pods), "memory": f"{memory // 1024}Ki",
-                "ephemeral-storage": str(int(total * (1 - self.thresholds.nodefs_available)))}
-
     def resources(self) -> dict[str, dict[str, str]]:
-        """The Node status's capacity and allocatable."""
-        return {"capacity": self.capacity(), "allocatable": self.allocatable()}
+        """The Node status's capacity and allocatable, from one reading of the host. Allocatable is capacity less
+        the eviction thresholds (no kube or system reservations by default), and memory held as huge pages is not
+        allocatable as memory."""
+        memory, (disk, _) = self.memory(), self.disk()
+        pages = hugepages(self.hugepages_sysfs)
+        capacity = {"cpu": str(self.cpus), "memory": f"{memory // 1024}Ki", "pods": str(MAX_PODS),
+                    "ephemeral-storage": f"{disk // 1024}Ki",
+                    **{name: format_quantity(Fraction(size), binary=True) for name, size in pages.items()}}
+        free_memory = max(memory - self.thresholds.memory_available - sum(pages.values()), 0)
+        allocatable = {**capacity, "memory": f"{free_memory // 1024}Ki",
+                       "ephemeral-storage": str(int(disk * (1 - self.thresholds.nodefs_available)))}
+        return {"capacity": capacity, "allocatable": allocatable}
+
+    def allocatable(self) -> dict[str, str]:
+        return self.resources()["allocatable"]
 
     def signals(self) -> dict[str, float]:
         """What eviction decides on: available memory, and the data filesystem's size and free share."""

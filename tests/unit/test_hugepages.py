@@ -28,12 +28,13 @@ def test_capacity_has_each_page_size_and_allocatable_memory_leaves_them_out(tmp_
     assert hugepages(sysfs) == {"hugepages-1Gi": 0, "hugepages-2Mi": 8 << 20}
     machine = Machine(tmp_path / "data", hugepages_sysfs=sysfs)
     plain = Machine(tmp_path / "data", hugepages_sysfs=fake_sysfs(tmp_path / "none", {2048: 0, 1048576: 0}))
-    capacity, allocatable = machine.capacity(), machine.allocatable()
+    capacity, allocatable = machine.resources()["capacity"], machine.allocatable()
     assert capacity["hugepages-2Mi"] == "8Mi" and capacity["hugepages-1Gi"] == "0"
     assert allocatable["hugepages-2Mi"] == "8Mi"
     memory = int(allocatable["memory"].removesuffix("Ki"))
     assert memory == int(plain.allocatable()["memory"].removesuffix("Ki")) - 8 * 1024
-    assert "hugepages-2Mi" not in Machine(tmp_path / "data", hugepages_sysfs=tmp_path / "absent").capacity()
+    without = Machine(tmp_path / "data", hugepages_sysfs=tmp_path / "absent")
+    assert "hugepages-2Mi" not in without.resources()["capacity"]
 
 
 def causes(resources: dict) -> list[str]:

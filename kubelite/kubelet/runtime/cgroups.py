@@ -34,9 +34,9 @@ def hugetlb_available() -> bool:
     """Whether runc can limit huge pages: a v1 hugetlb hierarchy, or hugetlb among the controllers of a cgroup2-only
     /sys/fs/cgroup (runc sets no limit of a controller that is not there: it fails the container instead)."""
     found = hierarchies()
-    unified = found.get("unified")
     if "hugetlb" in found:
         return True
+    unified = found.get("unified")
     try:
         return unified == Path("/sys/fs/cgroup") and "hugetlb" in (unified / "cgroup.controllers").read_text().split()
     except OSError:
